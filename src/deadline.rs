@@ -1,0 +1,125 @@
+//! Nested deadlines: saferun exports the deadline it enforces as `SAFERUN_DEADLINE`
+//! (seconds since the Unix epoch), and a saferun started inside the command caps its own
+//! limits so that its command is stopped, and reported, before the outer one fires.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::Limits;
+
+/// The environment variable carrying the deadline.
+pub const ENV: &str = "SAFERUN_DEADLINE";
+
+/// Reads `SAFERUN_DEADLINE`'s value; anything unreadable is ignored.
+pub fn parse(text: &str) -> Option<SystemTime> {
+    // Digits, not a float: a float loses the microseconds of a present-day epoch time.
+    let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    if whole.is_empty()
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let seconds: u64 = whole.parse().ok()?;
+    let nanos: u32 = format!("{:0<9}", fraction.get(..fraction.len().min(9))?)
+        .parse()
+        .ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
+}
+
+/// Writes a deadline as `SAFERUN_DEADLINE` carries it.
+pub fn format(deadline: SystemTime) -> String {
+    let since = deadline.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:06}", since.as_secs(), since.subsec_micros())
+}
+
+/// The limits after taking an enclosing deadline into account.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    pub limits: Limits,
+    /// The enclosing deadline cut this run's timeout short.
+    pub capped: bool,
+    /// The deadline to export to the command, if any.
+    pub export: Option<SystemTime>,
+}
+
+/// Caps `limits` to an enclosing deadline. The inner run keeps a margin (a quarter of
+/// what is left, at most 1s) for its own grace and linger, so that it ends, and says
+/// why, before the outer one acts.
+pub fn apply(mut limits: Limits, outer: Option<SystemTime>, now: SystemTime) -> Effective {
+    let own = limits.timeout.and_then(|t| now.checked_add(t));
+    let Some(outer) = outer else {
+        return Effective {
+            limits,
+            capped: false,
+            export: own,
+        };
+    };
+    let remaining = outer.duration_since(now).unwrap_or_default();
+    let margin = (remaining / 4).min(Duration::from_secs(1));
+    let allowed = (remaining - margin).max(Duration::from_nanos(1));
+    let capped = limits.timeout.is_none_or(|t| t > allowed);
+    if capped {
+        limits.timeout = Some(allowed);
+        limits.kill_after = Some(limits.kill_after.map_or(margin / 2, |k| k.min(margin / 2)))
+            .filter(|k| !k.is_zero());
+        limits.linger = limits.linger.min(margin / 4);
+    }
+    let export = now.checked_add(limits.timeout.unwrap_or(allowed));
+    Effective {
+        limits,
+        capped,
+        export,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::Signal;
+
+    fn limits(timeout: Option<u64>) -> Limits {
+        Limits {
+            timeout: timeout.map(Duration::from_secs),
+            idle_timeout: None,
+            signal: Signal::SIGTERM,
+            kill_after: Some(Duration::from_secs(5)),
+            preserve_status: false,
+            linger: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(parse(&format(t)), Some(t));
+        assert_eq!(parse("garbage"), None);
+        assert_eq!(parse("-5"), None);
+    }
+
+    #[test]
+    fn no_outer_deadline_exports_own() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let e = apply(limits(Some(10)), None, now);
+        assert!(!e.capped);
+        assert_eq!(e.export, Some(now + Duration::from_secs(10)));
+        assert_eq!(apply(limits(None), None, now).export, None);
+    }
+
+    #[test]
+    fn inner_stops_first() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let outer = now + Duration::from_secs(2);
+        let e = apply(limits(Some(60)), Some(outer), now);
+        assert!(e.capped);
+        let t = e.limits.timeout.unwrap();
+        let k = e.limits.kill_after.unwrap();
+        assert!(t + k + e.limits.linger < Duration::from_secs(2));
+        assert_eq!(e.export, Some(now + t));
+        // A shorter own timeout is kept.
+        let short = apply(limits(Some(1)), Some(now + Duration::from_secs(100)), now);
+        assert!(!short.capped);
+        assert_eq!(short.limits.timeout, Some(Duration::from_secs(1)));
+    }
+}

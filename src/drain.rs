@@ -1,0 +1,191 @@
+//! One thread per output pipe, moving what the command writes into a sink as it arrives.
+//!
+//! Each pipe gets its own thread so that the command can never block on a full pipe
+//! while saferun is busy with the other stream or with a slow reader downstream. A drain
+//! holds one fixed buffer; memory does not grow with the volume of output.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::event::{Event, Stream, StreamEnd};
+use crate::sink::{Sink, SinkError};
+
+const BUFFER_SIZE: usize = 128 * 1024;
+
+/// When the command last produced output, shared by every drain and read by the main
+/// thread for `--idle-timeout`.
+#[derive(Debug)]
+pub struct Activity {
+    start: Instant,
+    last_nanos: AtomicU64,
+    /// Drains currently blocked writing downstream: that time is not silence.
+    writing: AtomicUsize,
+}
+
+impl Activity {
+    pub fn new(start: Instant) -> Activity {
+        Activity {
+            start,
+            last_nanos: AtomicU64::new(0),
+            writing: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let nanos = self.start.elapsed().as_nanos() as u64;
+        self.last_nanos.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// The last moment of output; `now` while a drain is still delivering.
+    pub fn last_output(&self, now: Instant) -> Instant {
+        if self.writing.load(Ordering::Relaxed) > 0 {
+            return now;
+        }
+        self.start + Duration::from_nanos(self.last_nanos.load(Ordering::Relaxed))
+    }
+}
+
+/// Byte counts of one stream, readable at any time (even while its drain is stuck).
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// Bytes read from the command.
+    pub read: AtomicU64,
+}
+
+/// Tells every drain to stop reading. Dropping the [`StopSender`] is the signal.
+pub struct StopSender(#[expect(dead_code, reason = "held only to be dropped")] OwnedFd);
+
+#[derive(Clone)]
+pub struct StopReceiver(Arc<OwnedFd>);
+
+pub fn stop_channel() -> std::io::Result<(StopSender, StopReceiver)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    Ok((StopSender(write), StopReceiver(Arc::new(read))))
+}
+
+/// Everything a drain thread needs.
+pub struct Drain {
+    pub stream: Stream,
+    pub pipe: OwnedFd,
+    pub sink: Box<dyn Sink>,
+    pub stop: StopReceiver,
+    pub activity: Arc<Activity>,
+    pub stats: Arc<StreamStats>,
+    pub events: Sender<Event>,
+}
+
+impl Drain {
+    pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
+        thread::Builder::new()
+            .name(format!("drain-{}", self.stream.name()))
+            .stack_size(256 * 1024)
+            .spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let mut end = self.pump();
+        if let Err(error) = self.sink.finish()
+            && !matches!(end, StreamEnd::WriteFailed { .. })
+        {
+            end = stream_end(error);
+        }
+        let Drain {
+            stream,
+            pipe,
+            events,
+            ..
+        } = self;
+        // Closing the read end is what lets a writer get SIGPIPE (reader gone) or lets
+        // leftovers notice saferun stopped listening.
+        drop(pipe);
+        let _ = events.send(Event::StreamClosed { stream, end });
+    }
+
+    fn pump(&mut self) -> StreamEnd {
+        // Non-blocking reads, so that a stop request is seen even while the pipe is
+        // silent; the command's own end of the pipe is unaffected.
+        let _ = fcntl(&self.pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        let mut buffer = vec![0u8; BUFFER_SIZE];
+        loop {
+            match nix::unistd::read(&self.pipe, &mut buffer) {
+                Ok(0) => return StreamEnd::Eof,
+                Ok(n) => {
+                    if let Err(error) = self.deliver(&buffer[..n]) {
+                        return stream_end(error);
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    if self.wait_readable() {
+                        continue;
+                    }
+                    return self.drain_buffered(&mut buffer);
+                }
+                Err(_) => return StreamEnd::Eof,
+            }
+        }
+    }
+
+    fn deliver(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.stats
+            .read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.activity.touch();
+        self.activity.writing.fetch_add(1, Ordering::Relaxed);
+        let result = self.sink.write(bytes);
+        self.activity.touch();
+        self.activity.writing.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Blocks until the pipe has data or hang-up (`true`) or saferun asks to stop (`false`).
+    fn wait_readable(&self) -> bool {
+        loop {
+            let mut fds = [
+                PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.stop.0.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(Errno::EINTR) => continue,
+                Err(_) => return true,
+                Ok(_) => {
+                    // A stop request wins over more data: a leftover that keeps writing
+                    // must not keep saferun reading forever.
+                    return fds[1].revents().is_none_or(|r| r.is_empty());
+                }
+            }
+        }
+    }
+
+    /// On a stop request, delivers what is already in the pipe (bounded), then gives up.
+    fn drain_buffered(&mut self, buffer: &mut [u8]) -> StreamEnd {
+        for _ in 0..16 {
+            match nix::unistd::read(&self.pipe, buffer) {
+                Ok(0) => return StreamEnd::Eof,
+                Ok(n) => {
+                    if let Err(error) = self.deliver(&buffer[..n]) {
+                        return stream_end(error);
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        StreamEnd::Stopped
+    }
+}
+
+fn stream_end(error: SinkError) -> StreamEnd {
+    match error {
+        SinkError::ReaderGone => StreamEnd::ReaderGone,
+        SinkError::Failed { what, error } => StreamEnd::WriteFailed { what, error },
+    }
+}

@@ -1,0 +1,144 @@
+//! The command's standard input: what it is given, and the feeder thread that copies
+//! saferun's stdin (or `--input`) into the command's pipe.
+//!
+//! A command that stops reading is normal, not an error: the feeder's write then fails
+//! with EPIPE (saferun ignores SIGPIPE), and the feeder just ends. Nobody ever waits for
+//! the feeder: it may be blocked reading a terminal or a producer that never closes.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::sys::stat::{SFlag, fstat};
+
+use crate::config::StdinSource;
+
+/// Where the feeder reads from.
+pub enum FeedSource {
+    Fd(OwnedFd),
+    Bytes(Vec<u8>),
+}
+
+/// The command's stdin as decided before spawning.
+pub struct StdinPlan {
+    pub stdio: Stdio,
+    /// Bytes to copy into the command's pipe, if saferun feeds it.
+    pub feed: Option<FeedSource>,
+    /// A regular file handed over directly: its offset before the run, to count bytes.
+    pub file: Option<(File, u64)>,
+}
+
+pub fn plan(source: &StdinSource) -> Result<StdinPlan> {
+    match source {
+        StdinSource::Null => Ok(direct(Stdio::null())),
+        StdinSource::Bytes(bytes) => Ok(fed(FeedSource::Bytes(bytes.clone()))),
+        StdinSource::File(path) => {
+            let file = File::open(path)
+                .with_context(|| format!("--stdin-file: cannot open '{}'", path.display()))?;
+            Ok(from_fd(file.into()))
+        }
+        StdinSource::Inherit => match io::stdin().as_fd().try_clone_to_owned() {
+            Ok(fd) => Ok(from_fd(fd)),
+            // saferun was started with stdin closed: so is the command's.
+            Err(_) => Ok(direct(Stdio::null())),
+        },
+    }
+}
+
+fn direct(stdio: Stdio) -> StdinPlan {
+    StdinPlan {
+        stdio,
+        feed: None,
+        file: None,
+    }
+}
+
+fn fed(source: FeedSource) -> StdinPlan {
+    StdinPlan {
+        stdio: Stdio::piped(),
+        feed: Some(source),
+        file: None,
+    }
+}
+
+/// Terminals, regular files and devices are given to the command as they are (a file
+/// stays seekable, a terminal stays interactive); pipes and sockets are fed.
+fn from_fd(fd: OwnedFd) -> StdinPlan {
+    let kind = fstat(&fd)
+        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)
+        .unwrap_or(SFlag::S_IFIFO);
+    if kind == SFlag::S_IFREG {
+        let file = File::from(fd);
+        let offset = nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
+        let stdio = file.try_clone().map(Stdio::from).unwrap_or(Stdio::null());
+        return StdinPlan {
+            stdio,
+            feed: None,
+            file: Some((file, offset as u64)),
+        };
+    }
+    if kind == SFlag::S_IFCHR {
+        return direct(Stdio::from(fd));
+    }
+    fed(FeedSource::Fd(fd))
+}
+
+/// Bytes the command consumed from a regular file given as its stdin.
+pub fn file_bytes_consumed(file: &(File, u64)) -> u64 {
+    let end = nix::unistd::lseek(&file.0, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
+    (end as u64).saturating_sub(file.1)
+}
+
+/// Starts the feeder thread. `fed` counts the bytes the command accepted.
+pub fn spawn_feeder(source: FeedSource, pipe: OwnedFd, fed: Arc<AtomicU64>) -> io::Result<()> {
+    thread::Builder::new()
+        .name("feeder".into())
+        .stack_size(256 * 1024)
+        .spawn(move || feed(source, pipe, &fed))
+        .map(drop)
+}
+
+fn feed(source: FeedSource, pipe: OwnedFd, fed: &AtomicU64) {
+    match source {
+        FeedSource::Bytes(bytes) => {
+            let _ = write_all(&pipe, &bytes, fed);
+        }
+        FeedSource::Fd(input) => {
+            let mut buffer = vec![0u8; 128 * 1024];
+            loop {
+                match nix::unistd::read(&input, &mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if write_all(&pipe, &buffer[..n], fed).is_err() {
+                            break;
+                        }
+                    }
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    // Dropping the pipe gives the command end-of-file.
+}
+
+/// Writes everything, or stops quietly when the command stopped reading (EPIPE).
+fn write_all(pipe: &OwnedFd, mut bytes: &[u8], fed: &AtomicU64) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(pipe, bytes) {
+            Ok(n) => {
+                fed.fetch_add(n as u64, Ordering::Relaxed);
+                bytes = &bytes[n..];
+            }
+            Err(Errno::EINTR) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! saferun's own signals, turned into events for the main thread.
+//!
+//! Every signal that would end saferun is caught so it can be passed on to the command
+//! (and escalated) instead, except those ignored when saferun started: a background job
+//! ignores INT and QUIT, and the command must inherit that, as from a plain exec.
+//! Handlers are reset to the default by `exec`, so the command starts with default
+//! dispositions for all of them.
+
+use std::io;
+use std::thread;
+
+use crossbeam_channel::Sender;
+use nix::sys::signal::Signal;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::low_level::siginfo::Cause;
+
+use crate::event::Event;
+
+/// The signals saferun forwards: all that would end it and that a handler may catch,
+/// plus job control (TSTP, CONT).
+const FORWARDED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Signal::SIGPWR,
+    Signal::SIGTSTP,
+    Signal::SIGCONT,
+];
+
+/// Installs the handlers and starts the thread that reports each signal.
+pub fn install(events: Sender<Event>) -> io::Result<()> {
+    let wanted: Vec<i32> = FORWARDED
+        .iter()
+        .filter(|signal| **signal == Signal::SIGCONT || !ignored_at_start(**signal))
+        .map(|signal| *signal as i32)
+        .collect();
+    let mut signals = SignalsInfo::<WithOrigin>::new(&wanted)?;
+    thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            for origin in signals.forever() {
+                let Ok(signal) = Signal::try_from(origin.signal) else {
+                    continue;
+                };
+                let from_kernel = matches!(origin.cause, Cause::Kernel);
+                if events
+                    .send(Event::Signal {
+                        signal,
+                        from_kernel,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// Whether `signal` was set to SIG_IGN by whoever started saferun.
+fn ignored_at_start(signal: Signal) -> bool {
+    let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action makes sigaction a pure query; `current` is valid,
+    // zero-initialised storage for the kernel to fill.
+    let queried =
+        unsafe { libc::sigaction(signal as i32, std::ptr::null(), current.as_mut_ptr()) } == 0;
+    // SAFETY: zeroed is a valid sigaction, and the kernel filled it on success.
+    let current = unsafe { current.assume_init() };
+    queried && current.sa_sigaction == libc::SIG_IGN
+}

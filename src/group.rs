@@ -1,0 +1,267 @@
+//! Process control: the only file that sends signals, waits for processes or touches
+//! the terminal's foreground group. Another platform's backend (Windows job objects)
+//! would replace this module.
+//!
+//! The command's pid is never reaped until the main thread says so: the waiter thread
+//! only peeks at its status (`waitid` with `WNOWAIT`), so the pid and process-group id
+//! cannot be reused by an unrelated process while saferun may still signal them.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::thread;
+
+use crossbeam_channel::Sender;
+use nix::errno::Errno;
+use nix::sys::signal::{SigHandler, Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getpgrp};
+
+use crate::event::{ChildEnd, Event};
+
+/// The command's process group (or the command alone under `--foreground`).
+#[derive(Debug, Clone, Copy)]
+pub struct Group {
+    pid: Pid,
+    own_group: bool,
+}
+
+impl Group {
+    pub fn new(pid: Pid, own_group: bool) -> Group {
+        if own_group {
+            // The child calls setpgid too; doing it here as well closes the window in
+            // which a signal for the group could arrive before the child ran.
+            let _ = nix::unistd::setpgid(pid, pid);
+        }
+        Group { pid, own_group }
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The group id, or `None` when the command shares saferun's group.
+    pub fn pgid(&self) -> Option<Pid> {
+        self.own_group.then_some(self.pid)
+    }
+
+    /// Sends `signal` to the whole group (or the command alone). `false`: nothing was left.
+    pub fn signal(&self, signal: Signal) -> bool {
+        let result = if self.own_group {
+            killpg(self.pid, signal)
+        } else {
+            kill(self.pid, signal)
+        };
+        result.is_ok()
+    }
+
+    /// Whether any process is left in the command's own group.
+    pub fn has_members(&self) -> bool {
+        self.own_group && killpg(self.pid, None::<Signal>).is_ok()
+    }
+}
+
+/// Sends `signal` to one process; `false` if it is already gone.
+pub fn signal_pid(pid: Pid, signal: Signal) -> bool {
+    kill(pid, signal).is_ok()
+}
+
+/// Stops saferun itself (job control); returns once something sends it CONT.
+pub fn stop_self() {
+    let _ = kill(Pid::this(), Signal::SIGSTOP);
+}
+
+/// Makes saferun the reaper of every orphaned descendant, so that processes that leave
+/// the group (`setsid`, double fork, `nohup … &`) are still found, signalled and reaped.
+/// Returns whether that is in force (Linux only).
+pub fn become_subreaper() -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        nix::sys::prctl::set_child_subreaper(true).is_ok()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        false
+    }
+}
+
+/// Starts the thread that reports the command's stops, continues and end. It peeks
+/// without reaping, so the main thread decides when the pid is freed (see [`reap`]).
+pub fn spawn_waiter(pid: Pid, events: Sender<Event>) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name("waiter".into())
+        .stack_size(64 * 1024)
+        .spawn(move || wait_loop(pid, events))
+        .map(drop)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn wait_loop(pid: Pid, events: Sender<Event>) {
+    use nix::sys::wait::{Id, waitid};
+    let peek = WaitPidFlag::WEXITED
+        | WaitPidFlag::WSTOPPED
+        | WaitPidFlag::WCONTINUED
+        | WaitPidFlag::WNOWAIT;
+    loop {
+        let event = match waitid(Id::Pid(pid), peek) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(status) => match status {
+                WaitStatus::Stopped(_, signal) => {
+                    // Consume the stop notice (but not an exit) so the next peek waits anew.
+                    let _ = waitid(Id::Pid(pid), WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG);
+                    Event::Stopped(signal as i32)
+                }
+                WaitStatus::Continued(_) => {
+                    let _ = waitid(Id::Pid(pid), WaitPidFlag::WCONTINUED | WaitPidFlag::WNOHANG);
+                    Event::Continued
+                }
+                other => match child_end(other) {
+                    Some(end) => {
+                        let _ = events.send(Event::Exited(end));
+                        return;
+                    }
+                    None => continue,
+                },
+            },
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+/// Platforms without `waitid(WNOWAIT)`: reap here. The pid can then be reused before
+/// the main thread's last group signal; the window is a few microseconds.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn wait_loop(pid: Pid, events: Sender<Event>) {
+    loop {
+        let flags = WaitPidFlag::WUNTRACED | WaitPidFlag::WCONTINUED;
+        let event = match waitpid(pid, Some(flags)) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(WaitStatus::Stopped(_, signal)) => Event::Stopped(signal as i32),
+            Ok(WaitStatus::Continued(_)) => Event::Continued,
+            Ok(other) => match child_end(other) {
+                Some(end) => {
+                    let _ = events.send(Event::Exited(end));
+                    return;
+                }
+                None => continue,
+            },
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+fn child_end(status: WaitStatus) -> Option<ChildEnd> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(ChildEnd::Exited(code)),
+        WaitStatus::Signaled(_, signal, core_dumped) => Some(ChildEnd::Signaled {
+            signal: signal as i32,
+            core_dumped,
+        }),
+        _ => None,
+    }
+}
+
+/// Frees the command's pid once the waiter reported its end.
+pub fn reap(pid: Pid) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    while waitpid(pid, None) == Err(Errno::EINTR) {}
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = pid;
+}
+
+/// Reaps every exited child (orphans re-parented to saferun) and says whether a live
+/// one remains. Call only after the command itself was reaped.
+pub fn reap_orphans() -> bool {
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return true,
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The terminal saferun hands to the command for the run, as a shell does for a job.
+#[derive(Debug)]
+pub struct Terminal {
+    tty: File,
+    saferun_group: Pid,
+}
+
+impl Terminal {
+    /// The controlling terminal, if saferun runs in its foreground and one of its standard
+    /// streams is that terminal.
+    pub fn if_foreground() -> Option<Terminal> {
+        let any_std_tty = [
+            std::io::stdin().as_fd(),
+            std::io::stdout().as_fd(),
+            std::io::stderr().as_fd(),
+        ]
+        .into_iter()
+        .any(|fd| nix::unistd::isatty(fd).unwrap_or(false));
+        if !any_std_tty {
+            return None;
+        }
+        let tty = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .ok()?;
+        let saferun_group = getpgrp();
+        if nix::unistd::tcgetpgrp(&tty).ok()? != saferun_group {
+            return None;
+        }
+        // saferun must keep writing the command's output and take the terminal back from
+        // the background, as a shell does.
+        for signal in [Signal::SIGTTIN, Signal::SIGTTOU] {
+            // SAFETY: installs SIG_IGN, which runs no code in signal context.
+            let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) };
+        }
+        Some(Terminal { tty, saferun_group })
+    }
+
+    /// A descriptor of the terminal for the child to claim it before exec.
+    pub fn clone_fd(&self) -> Option<OwnedFd> {
+        self.tty.try_clone().ok().map(OwnedFd::from)
+    }
+
+    pub fn give_to(&self, group: Pid) {
+        let _ = nix::unistd::tcsetpgrp(&self.tty, group);
+    }
+
+    /// Takes the terminal back for saferun's own group. saferun ignores SIGTTOU while it
+    /// holds a [`Terminal`], so this works from the background.
+    pub fn take_back(&self) {
+        let _ = nix::unistd::tcsetpgrp(&self.tty, self.saferun_group);
+    }
+
+    /// Whether saferun's group is (again) the terminal's foreground group.
+    pub fn saferun_in_foreground(&self) -> bool {
+        nix::unistd::tcgetpgrp(&self.tty).is_ok_and(|g| g == self.saferun_group)
+    }
+}
+
+/// Ends saferun by the same signal that ended the command, so that the caller sees the
+/// same death (a shell reports 128+N and stops a loop on Ctrl-C). Core dumps are turned
+/// off first: the command may have dumped core, saferun has nothing to dump.
+pub fn die_of(signal: i32) -> ! {
+    use nix::sys::resource::{Resource, setrlimit};
+    use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    if let Ok(signal) = Signal::try_from(signal) {
+        // SAFETY: installs SIG_DFL, which runs no code in signal context.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+        let mut set = SigSet::empty();
+        set.add(signal);
+        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+        let _ = nix::sys::signal::raise(signal);
+    }
+    // A signal that does not end a process by default: the shell's convention instead.
+    std::process::exit(128 + signal)
+}

@@ -1,0 +1,30 @@
+//! saferun: run a command so that it never hangs on a full pipe, never outlives its time
+//! limit, never eats unbounded memory, and always says how it ended.
+//!
+//! The data flow, argv to exit status:
+//! [`config`] (what to do) → [`run`] wires [`spawn`], [`feed`], [`drain`] into [`sink`]s,
+//! [`forward`] and the waiter in [`group`], all sending [`event`]s to one loop that asks
+//! [`policy`] what to do → [`outcome`] picks the exit status → [`report`] says what
+//! happened.
+
+pub mod config;
+pub mod deadline;
+pub mod diagnose;
+pub mod drain;
+pub mod event;
+pub mod feed;
+pub mod forward;
+pub mod group;
+pub mod outcome;
+pub mod policy;
+pub mod procfs;
+pub mod report;
+pub mod run;
+pub mod signal;
+pub mod sink;
+pub mod spawn;
+pub mod units;
+
+pub use config::Config;
+pub use outcome::Exit;
+pub use run::run;

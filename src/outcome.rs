@@ -1,0 +1,181 @@
+//! How the run ended, and the exit status that says so. One function, one table test.
+
+use nix::sys::signal::Signal;
+
+use crate::event::ChildEnd;
+use crate::policy::Reason;
+
+/// The limit fired and the command ended on the first signal.
+pub const TIMED_OUT: u8 = 124;
+/// saferun itself failed: bad usage, a file it cannot open or write.
+pub const SAFERUN_FAILED: u8 = 125;
+/// The command was found but could not be executed.
+pub const CANNOT_EXECUTE: u8 = 126;
+/// The command was not found.
+pub const NOT_FOUND: u8 = 127;
+/// The limit fired and the command had to be killed with KILL (128 + 9, as GNU reports).
+pub const KILLED: u8 = 137;
+/// `--leftovers=fail`: the command succeeded but left processes or open pipes behind.
+pub const LEFTOVERS_STATUS: u8 = 122;
+
+/// Everything the exit status depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    /// How the command ended; `None` when it never could be reaped (it survived KILL).
+    pub child: Option<ChildEnd>,
+    /// Why saferun stopped the command, if it did.
+    pub reason: Option<Reason>,
+    /// Whether KILL was sent to the command.
+    pub killed: bool,
+    pub preserve_status: bool,
+    /// Something outlived the command and `--leftovers=fail` asked for a failure.
+    pub fail_for_leftovers: bool,
+}
+
+/// What saferun does as its last act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(u8),
+    /// Die of this signal so that the caller sees the same death as the command's.
+    Raise(i32),
+}
+
+impl Exit {
+    /// The status a shell reports for this exit.
+    pub fn shell_status(self) -> i32 {
+        match self {
+            Exit::Code(code) => i32::from(code),
+            Exit::Raise(signal) => 128 + signal,
+        }
+    }
+}
+
+/// The exit-status table of the contract.
+pub fn exit_for(ending: Ending) -> Exit {
+    let by_signal = |signal: i32| 128u8.saturating_add(u8::try_from(signal).unwrap_or(127));
+    let kill = Signal::SIGKILL as i32;
+    match (ending.reason, ending.child) {
+        (Some(Reason::Failed), _) => Exit::Code(SAFERUN_FAILED),
+        (Some(reason), child) if reason.is_limit() => match child {
+            // It never died: it is stuck in the kernel even after KILL.
+            None => Exit::Code(KILLED),
+            Some(ChildEnd::Signaled { signal, .. }) if signal == kill && ending.killed => {
+                Exit::Code(KILLED)
+            }
+            _ if !ending.preserve_status => Exit::Code(TIMED_OUT),
+            Some(ChildEnd::Exited(code)) => Exit::Code(code as u8),
+            Some(ChildEnd::Signaled { signal, .. }) => Exit::Code(by_signal(signal)),
+        },
+        (Some(Reason::Cancelled(_)), Some(ChildEnd::Exited(code))) => Exit::Code(code as u8),
+        // The caller cancelled saferun with a signal: it dies of that signal, whatever
+        // finished the command off.
+        (Some(Reason::Cancelled(received)), _) => Exit::Raise(received as i32),
+        (_, Some(ChildEnd::Exited(0))) if ending.fail_for_leftovers => Exit::Code(LEFTOVERS_STATUS),
+        (_, Some(ChildEnd::Exited(code))) => Exit::Code(code as u8),
+        (_, Some(ChildEnd::Signaled { signal, .. })) => Exit::Raise(signal),
+        (_, None) => Exit::Code(KILLED),
+    }
+}
+
+/// Whether this exit counts as a failure (`--quiet-unless-fail` prints held output).
+pub fn is_failure(exit: Exit) -> bool {
+    exit != Exit::Code(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TERM: i32 = Signal::SIGTERM as i32;
+
+    fn ending(child: Option<ChildEnd>, reason: Option<Reason>, killed: bool) -> Ending {
+        Ending {
+            child,
+            reason,
+            killed,
+            preserve_status: false,
+            fail_for_leftovers: false,
+        }
+    }
+
+    fn code(c: i32) -> Option<ChildEnd> {
+        Some(ChildEnd::Exited(c))
+    }
+
+    fn sig(s: i32) -> Option<ChildEnd> {
+        Some(ChildEnd::Signaled {
+            signal: s,
+            core_dumped: false,
+        })
+    }
+
+    #[test]
+    fn table() {
+        let kill = Signal::SIGKILL as i32;
+        let int = Signal::SIGINT;
+        let rows: &[(Ending, Exit)] = &[
+            (ending(code(0), None, false), Exit::Code(0)),
+            (ending(code(3), None, false), Exit::Code(3)),
+            (ending(code(255), None, false), Exit::Code(255)),
+            (ending(sig(TERM), None, false), Exit::Raise(TERM)),
+            (
+                ending(sig(TERM), Some(Reason::Timeout), false),
+                Exit::Code(124),
+            ),
+            (
+                ending(code(0), Some(Reason::Timeout), false),
+                Exit::Code(124),
+            ),
+            (ending(code(0), Some(Reason::Idle), false), Exit::Code(124)),
+            (ending(sig(TERM), Some(Reason::Cap), false), Exit::Code(124)),
+            (
+                ending(sig(kill), Some(Reason::Timeout), true),
+                Exit::Code(137),
+            ),
+            (ending(None, Some(Reason::Timeout), true), Exit::Code(137)),
+            (
+                ending(code(1), Some(Reason::Failed), false),
+                Exit::Code(125),
+            ),
+            (
+                ending(sig(TERM), Some(Reason::Cancelled(int)), false),
+                Exit::Raise(int as i32),
+            ),
+            (
+                ending(sig(kill), Some(Reason::Cancelled(int)), true),
+                Exit::Raise(int as i32),
+            ),
+            (
+                ending(code(4), Some(Reason::Cancelled(int)), false),
+                Exit::Code(4),
+            ),
+        ];
+        for (input, want) in rows {
+            assert_eq!(exit_for(*input), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn preserve_status() {
+        let preserve = |child, killed| Ending {
+            preserve_status: true,
+            ..ending(child, Some(Reason::Timeout), killed)
+        };
+        assert_eq!(exit_for(preserve(code(7), false)), Exit::Code(7));
+        assert_eq!(exit_for(preserve(sig(TERM), false)), Exit::Code(143));
+        assert_eq!(
+            exit_for(preserve(sig(Signal::SIGKILL as i32), true)),
+            Exit::Code(137)
+        );
+    }
+
+    #[test]
+    fn leftovers_fail_only_turns_success_into_failure() {
+        let with = |child| Ending {
+            fail_for_leftovers: true,
+            ..ending(child, None, false)
+        };
+        assert_eq!(exit_for(with(code(0))), Exit::Code(LEFTOVERS_STATUS));
+        assert_eq!(exit_for(with(code(2))), Exit::Code(2));
+    }
+}

@@ -1,0 +1,641 @@
+//! The run's decisions as a pure state machine: an event or a deadline goes in, actions
+//! come out. No clock is read and no signal is sent here, so every rule is unit-tested
+//! with made-up instants.
+//!
+//! Phases, in the order a run moves through them:
+//!
+//! ```text
+//! running ──limit fires / INT,TERM,HUP──▶ stopping ──grace over──▶ killed
+//!    │                                        │                      │
+//!    └──────────── command exits ─────────────┴──────────────────────┤
+//!                                                                    ▼
+//!                         lingering (draining what leftovers still write)
+//!                                                                    │
+//!                  every stream closed / linger ran out / bound after KILL
+//!                                                                    ▼
+//!                                                                finished
+//! ```
+//!
+//! A job-control stop (Ctrl-Z) pauses every clock; CONT shifts every deadline by the
+//! time spent stopped.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::config::Limits;
+use crate::event::{Event, StreamEnd};
+
+/// Why saferun started stopping the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `--timeout` ran out.
+    Timeout,
+    /// `--idle-timeout`: no output for too long.
+    Idle,
+    /// `--max-output` was reached under `--on-max-output=kill`.
+    Cap,
+    /// saferun received this signal (a cancelled job).
+    Cancelled(Signal),
+    /// saferun itself failed (a destination could not be written).
+    Failed,
+}
+
+impl Reason {
+    /// Limits that fire on their own (as opposed to being asked to stop).
+    pub fn is_limit(self) -> bool {
+        matches!(self, Reason::Timeout | Reason::Idle | Reason::Cap)
+    }
+}
+
+/// What the main thread must do next, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Record why the command is stuck (and run `--on-timeout`) before the first signal.
+    Diagnose(Reason),
+    /// Send this signal to the command's group and every escaped descendant, then CONT
+    /// so that a stopped command can act on it.
+    Signal(Signal),
+    /// Pass a signal saferun received on to the command's group, as it is.
+    Forward(Signal),
+    /// KILL the command's group and every descendant.
+    Kill,
+    /// The command exited under `--kill-leftovers`: signal what is left of its tree.
+    SignalLeftovers(Signal),
+    /// Job control: take the terminal back and stop saferun itself until CONT.
+    PauseSelf,
+    /// Continued after a pause: give the terminal back to the command and CONT it.
+    Resume,
+    /// Stop draining: close the read ends of the command's pipes.
+    StopStreams,
+    /// The run is over.
+    Finish,
+}
+
+/// How saferun is stopping the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopping {
+    pub reason: Reason,
+    pub began: Instant,
+    /// When KILL follows the first signal, if it does.
+    kill_at: Option<Instant>,
+    /// When KILL was sent.
+    pub killed_at: Option<Instant>,
+}
+
+/// The state machine. Build one per run with [`Policy::new`].
+#[derive(Debug)]
+pub struct Policy {
+    limits: Limits,
+    kill_leftovers: bool,
+    /// The command shares saferun's process group, so a signal the terminal sent has
+    /// already reached it.
+    share_group: bool,
+    /// saferun handed the terminal to the command, so it must act as a shell does when
+    /// the command is stopped from the keyboard.
+    job_control: bool,
+    wall_deadline: Option<Instant>,
+    /// Silence is counted from here at the earliest (start, or the end of a pause).
+    quiet_since: Instant,
+    paused_since: Option<Instant>,
+    stopping: Option<Stopping>,
+    exited_at: Option<Instant>,
+    open_streams: usize,
+    linger_expired: bool,
+    finished: bool,
+}
+
+/// Switches that change how the policy reads events.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mode {
+    pub kill_leftovers: bool,
+    pub share_group: bool,
+    pub job_control: bool,
+}
+
+impl Policy {
+    pub fn new(limits: Limits, mode: Mode, open_streams: usize, start: Instant) -> Policy {
+        let wall_deadline = limits.timeout.and_then(|t| start.checked_add(t));
+        Policy {
+            limits,
+            kill_leftovers: mode.kill_leftovers,
+            share_group: mode.share_group,
+            job_control: mode.job_control,
+            wall_deadline,
+            quiet_since: start,
+            paused_since: None,
+            stopping: None,
+            exited_at: None,
+            open_streams,
+            linger_expired: false,
+            finished: false,
+        }
+    }
+
+    pub fn stopping(&self) -> Option<Stopping> {
+        self.stopping
+    }
+
+    pub fn exited(&self) -> bool {
+        self.exited_at.is_some()
+    }
+
+    pub fn linger_expired(&self) -> bool {
+        self.linger_expired
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Reacts to one event.
+    pub fn handle(&mut self, event: &Event, now: Instant) -> Vec<Action> {
+        if self.finished {
+            return Vec::new();
+        }
+        match event {
+            Event::Exited(_) => {
+                self.exited_at = Some(now);
+                self.paused_since = None;
+                let mut actions = Vec::new();
+                if self.kill_leftovers && self.stopping.is_none() {
+                    actions.push(Action::SignalLeftovers(self.limits.signal));
+                }
+                actions.extend(self.finish_if_drained());
+                actions
+            }
+            Event::StreamClosed { end, .. } => {
+                self.open_streams = self.open_streams.saturating_sub(1);
+                let mut actions = Vec::new();
+                if matches!(end, StreamEnd::WriteFailed { .. }) && self.stopping.is_none() {
+                    actions.extend(self.begin_stop(Reason::Failed, self.limits.signal, now));
+                }
+                actions.extend(self.finish_if_drained());
+                actions
+            }
+            Event::CapReached(_) => {
+                if self.stopping.is_none() && self.exited_at.is_none() {
+                    self.begin_stop(Reason::Cap, self.limits.signal, now)
+                } else {
+                    Vec::new()
+                }
+            }
+            Event::Stopped(signal) => {
+                let keyboard_stop = [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU]
+                    .iter()
+                    .any(|s| *s as i32 == *signal);
+                if keyboard_stop && self.job_control && self.exited_at.is_none() {
+                    self.pause(now);
+                    vec![Action::PauseSelf]
+                } else {
+                    Vec::new()
+                }
+            }
+            Event::Continued => Vec::new(),
+            Event::Signal {
+                signal,
+                from_kernel,
+            } => self.on_signal(*signal, *from_kernel, now),
+        }
+    }
+
+    fn on_signal(&mut self, signal: Signal, from_kernel: bool, now: Instant) -> Vec<Action> {
+        let already_delivered = from_kernel && self.share_group;
+        match signal {
+            Signal::SIGTSTP => {
+                self.pause(now);
+                let mut actions = Vec::new();
+                if !already_delivered {
+                    actions.push(Action::Forward(Signal::SIGTSTP));
+                }
+                actions.push(Action::PauseSelf);
+                actions
+            }
+            Signal::SIGCONT => {
+                if self.paused_since.is_some() {
+                    self.resume(now);
+                    vec![Action::Resume]
+                } else {
+                    vec![Action::Forward(Signal::SIGCONT)]
+                }
+            }
+            Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP => {
+                if self.paused_since.is_some() {
+                    self.resume(now);
+                }
+                if self.exited_at.is_some() {
+                    // Only leftovers remain: stop waiting for them.
+                    if self.stopping.is_none() {
+                        self.stopping = Some(Stopping {
+                            reason: Reason::Cancelled(signal),
+                            began: now,
+                            kill_at: None,
+                            killed_at: None,
+                        });
+                    }
+                    return self.finish_now();
+                }
+                match self.stopping {
+                    Some(ref mut stopping)
+                        if stopping.killed_at.is_none() && signal != Signal::SIGHUP =>
+                    {
+                        // A second INT or TERM: the user means it.
+                        stopping.killed_at = Some(now);
+                        vec![Action::Kill]
+                    }
+                    Some(_) => vec![Action::Forward(signal)],
+                    None if already_delivered => {
+                        self.begin_stop(Reason::Cancelled(signal), signal, now);
+                        vec![]
+                    }
+                    None => self.begin_stop(Reason::Cancelled(signal), signal, now),
+                }
+            }
+            _ if already_delivered => Vec::new(),
+            other => vec![Action::Forward(other)],
+        }
+    }
+
+    /// Reacts to the clock; call it whenever [`Policy::next_deadline`] has passed.
+    /// `last_output` is when a drain last saw or delivered a byte.
+    pub fn tick(&mut self, now: Instant, last_output: Instant) -> Vec<Action> {
+        if self.finished || self.paused_since.is_some() {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        if self.stopping.is_none() && self.exited_at.is_none() {
+            if self.wall_deadline.is_some_and(|d| d <= now) {
+                actions.extend(self.begin_stop(Reason::Timeout, self.limits.signal, now));
+            } else if self.idle_deadline(last_output).is_some_and(|d| d <= now) {
+                actions.extend(self.begin_stop(Reason::Idle, self.limits.signal, now));
+            }
+        }
+        if let Some(stopping) = &mut self.stopping
+            && stopping.killed_at.is_none()
+            && stopping.kill_at.is_some_and(|k| k <= now)
+            && !(self.exited_at.is_some() && self.open_streams == 0)
+        {
+            stopping.killed_at = Some(now);
+            actions.push(Action::Kill);
+        }
+        if let Some(end) = self.end_deadline()
+            && end <= now
+        {
+            self.linger_expired = self.exited_at.is_some();
+            actions.extend(self.finish_now());
+        }
+        actions
+    }
+
+    /// The next instant at which [`Policy::tick`] has something to do.
+    pub fn next_deadline(&self, last_output: Instant) -> Option<Instant> {
+        if self.finished || self.paused_since.is_some() {
+            return None;
+        }
+        let mut next: Option<Instant> = None;
+        let mut consider = |d: Option<Instant>| {
+            if let Some(d) = d {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        };
+        if self.stopping.is_none() && self.exited_at.is_none() {
+            consider(self.wall_deadline);
+            consider(self.idle_deadline(last_output));
+        }
+        if let Some(stopping) = self.stopping
+            && stopping.killed_at.is_none()
+        {
+            consider(stopping.kill_at);
+        }
+        consider(self.end_deadline());
+        next
+    }
+
+    fn idle_deadline(&self, last_output: Instant) -> Option<Instant> {
+        let idle = self.limits.idle_timeout?;
+        last_output.max(self.quiet_since).checked_add(idle)
+    }
+
+    /// When saferun stops waiting: linger after exit, or the bound after KILL for a
+    /// command that cannot die (uninterruptible sleep).
+    fn end_deadline(&self) -> Option<Instant> {
+        if let Some(exited) = self.exited_at {
+            return exited.checked_add(self.limits.linger);
+        }
+        let killed = self.stopping?.killed_at?;
+        killed.checked_add(self.limits.linger)
+    }
+
+    fn begin_stop(&mut self, reason: Reason, signal: Signal, now: Instant) -> Vec<Action> {
+        let kill_at = match signal {
+            Signal::SIGKILL => None,
+            _ => self.limits.kill_after.and_then(|k| now.checked_add(k)),
+        };
+        let killed_at = (signal == Signal::SIGKILL).then_some(now);
+        self.stopping = Some(Stopping {
+            reason,
+            began: now,
+            kill_at,
+            killed_at,
+        });
+        let mut actions = Vec::new();
+        if reason.is_limit() {
+            actions.push(Action::Diagnose(reason));
+        }
+        actions.push(Action::Signal(signal));
+        actions
+    }
+
+    fn finish_if_drained(&mut self) -> Vec<Action> {
+        if self.exited_at.is_some() && self.open_streams == 0 {
+            self.finish_now()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn finish_now(&mut self) -> Vec<Action> {
+        self.finished = true;
+        if self.open_streams > 0 {
+            vec![Action::StopStreams, Action::Finish]
+        } else {
+            vec![Action::Finish]
+        }
+    }
+
+    fn pause(&mut self, now: Instant) {
+        if self.paused_since.is_none() {
+            self.paused_since = Some(now);
+        }
+    }
+
+    fn resume(&mut self, now: Instant) {
+        let Some(since) = self.paused_since.take() else {
+            return;
+        };
+        let paused: Duration = now.saturating_duration_since(since);
+        self.wall_deadline = self.wall_deadline.and_then(|d| d.checked_add(paused));
+        if let Some(stopping) = &mut self.stopping {
+            stopping.kill_at = stopping.kill_at.and_then(|k| k.checked_add(paused));
+        }
+        self.quiet_since = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ChildEnd, Stream};
+
+    fn limits() -> Limits {
+        Limits {
+            timeout: Some(Duration::from_secs(10)),
+            idle_timeout: None,
+            signal: Signal::SIGTERM,
+            kill_after: Some(Duration::from_secs(5)),
+            preserve_status: false,
+            linger: Duration::from_secs(1),
+        }
+    }
+
+    fn secs(t0: Instant, s: f64) -> Instant {
+        t0 + Duration::from_secs_f64(s)
+    }
+
+    fn exited() -> Event {
+        Event::Exited(ChildEnd::Exited(0))
+    }
+
+    fn closed() -> Event {
+        Event::StreamClosed {
+            stream: Stream::Stdout,
+            end: StreamEnd::Eof,
+        }
+    }
+
+    fn signal(signal: Signal) -> Event {
+        Event::Signal {
+            signal,
+            from_kernel: false,
+        }
+    }
+
+    #[test]
+    fn clean_exit_finishes_when_streams_close() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 2, t0);
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 10.0)));
+        assert!(p.handle(&closed(), secs(t0, 1.0)).is_empty());
+        assert!(p.handle(&exited(), secs(t0, 1.0)).is_empty());
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 2.0)), "linger");
+        assert_eq!(p.handle(&closed(), secs(t0, 1.5)), vec![Action::Finish]);
+        assert!(p.finished());
+        assert!(!p.linger_expired());
+    }
+
+    #[test]
+    fn timeout_diagnoses_signals_then_kills() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 2, t0);
+        assert!(p.tick(secs(t0, 9.9), t0).is_empty());
+        assert_eq!(
+            p.tick(secs(t0, 10.0), t0),
+            vec![
+                Action::Diagnose(Reason::Timeout),
+                Action::Signal(Signal::SIGTERM)
+            ]
+        );
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 15.0)));
+        assert_eq!(p.tick(secs(t0, 15.0), t0), vec![Action::Kill]);
+        // A command that survives KILL (uninterruptible sleep) is given up after linger.
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 16.0)));
+        assert_eq!(
+            p.tick(secs(t0, 16.0), t0),
+            vec![Action::StopStreams, Action::Finish]
+        );
+        assert!(!p.exited());
+    }
+
+    #[test]
+    fn kill_after_zero_never_escalates() {
+        let t0 = Instant::now();
+        let mut l = limits();
+        l.kill_after = None;
+        let mut p = Policy::new(l, Mode::default(), 0, t0);
+        p.tick(secs(t0, 10.0), t0);
+        assert_eq!(p.next_deadline(t0), None);
+        assert_eq!(p.handle(&exited(), secs(t0, 100.0)), vec![Action::Finish]);
+    }
+
+    #[test]
+    fn kill_signal_needs_no_escalation() {
+        let t0 = Instant::now();
+        let mut l = limits();
+        l.signal = Signal::SIGKILL;
+        let mut p = Policy::new(l, Mode::default(), 0, t0);
+        p.tick(secs(t0, 10.0), t0);
+        assert!(p.stopping().unwrap().killed_at.is_some());
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 11.0)));
+    }
+
+    #[test]
+    fn idle_counts_from_last_output() {
+        let t0 = Instant::now();
+        let mut l = limits();
+        l.timeout = None;
+        l.idle_timeout = Some(Duration::from_secs(2));
+        let mut p = Policy::new(l, Mode::default(), 1, t0);
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 2.0)));
+        let chatty = secs(t0, 1.5);
+        assert!(p.tick(secs(t0, 2.0), chatty).is_empty());
+        assert_eq!(p.next_deadline(chatty), Some(secs(t0, 3.5)));
+        assert_eq!(
+            p.tick(secs(t0, 3.5), chatty),
+            vec![
+                Action::Diagnose(Reason::Idle),
+                Action::Signal(Signal::SIGTERM)
+            ]
+        );
+    }
+
+    #[test]
+    fn linger_runs_out() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 1, t0);
+        p.handle(&exited(), secs(t0, 1.0));
+        assert_eq!(
+            p.tick(secs(t0, 2.0), t0),
+            vec![Action::StopStreams, Action::Finish]
+        );
+        assert!(p.linger_expired());
+    }
+
+    #[test]
+    fn leftovers_signalled_at_exit() {
+        let t0 = Instant::now();
+        let mode = Mode {
+            kill_leftovers: true,
+            ..Mode::default()
+        };
+        let mut p = Policy::new(limits(), mode, 1, t0);
+        assert_eq!(
+            p.handle(&exited(), t0),
+            vec![Action::SignalLeftovers(Signal::SIGTERM)]
+        );
+    }
+
+    #[test]
+    fn forwarded_term_escalates_and_second_int_kills() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 2, t0);
+        assert_eq!(
+            p.handle(&signal(Signal::SIGTERM), secs(t0, 1.0)),
+            vec![Action::Signal(Signal::SIGTERM)]
+        );
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 6.0)));
+        assert_eq!(
+            p.handle(&signal(Signal::SIGINT), secs(t0, 2.0)),
+            vec![Action::Kill]
+        );
+        assert_eq!(
+            p.stopping().unwrap().reason,
+            Reason::Cancelled(Signal::SIGTERM)
+        );
+    }
+
+    #[test]
+    fn other_signals_are_forwarded_only() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 2, t0);
+        assert_eq!(
+            p.handle(&signal(Signal::SIGUSR1), t0),
+            vec![Action::Forward(Signal::SIGUSR1)]
+        );
+        assert!(p.stopping().is_none());
+    }
+
+    #[test]
+    fn terminal_signal_not_delivered_twice_in_shared_group() {
+        let t0 = Instant::now();
+        let mode = Mode {
+            share_group: true,
+            ..Mode::default()
+        };
+        let mut p = Policy::new(limits(), mode, 2, t0);
+        let ctrl_c = Event::Signal {
+            signal: Signal::SIGINT,
+            from_kernel: true,
+        };
+        assert!(p.handle(&ctrl_c, t0).is_empty());
+        assert!(p.stopping().is_some(), "escalation still applies");
+    }
+
+    #[test]
+    fn stop_pauses_every_clock() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 2, t0);
+        assert_eq!(
+            p.handle(&signal(Signal::SIGTSTP), secs(t0, 4.0)),
+            vec![Action::Forward(Signal::SIGTSTP), Action::PauseSelf]
+        );
+        assert_eq!(p.next_deadline(t0), None);
+        assert!(p.tick(secs(t0, 50.0), t0).is_empty());
+        assert_eq!(
+            p.handle(&signal(Signal::SIGCONT), secs(t0, 64.0)),
+            vec![Action::Resume]
+        );
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 70.0)));
+    }
+
+    #[test]
+    fn keyboard_stop_of_command_pauses_under_job_control() {
+        let t0 = Instant::now();
+        let mode = Mode {
+            job_control: true,
+            ..Mode::default()
+        };
+        let mut p = Policy::new(limits(), mode, 2, t0);
+        let stopped = Event::Stopped(Signal::SIGTSTP as i32);
+        assert_eq!(p.handle(&stopped, t0), vec![Action::PauseSelf]);
+        let mut plain = Policy::new(limits(), Mode::default(), 2, t0);
+        assert!(plain.handle(&stopped, t0).is_empty());
+    }
+
+    #[test]
+    fn write_failure_stops_the_command() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 2, t0);
+        let failed = Event::StreamClosed {
+            stream: Stream::Stdout,
+            end: StreamEnd::WriteFailed {
+                what: "/dev/full".into(),
+                error: std::io::Error::other("full"),
+            },
+        };
+        assert_eq!(p.handle(&failed, t0), vec![Action::Signal(Signal::SIGTERM)]);
+        assert_eq!(p.stopping().unwrap().reason, Reason::Failed);
+    }
+
+    #[test]
+    fn cap_behaves_like_a_timeout() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 2, t0);
+        assert_eq!(
+            p.handle(&Event::CapReached(Stream::Stdout), t0),
+            vec![
+                Action::Diagnose(Reason::Cap),
+                Action::Signal(Signal::SIGTERM)
+            ]
+        );
+    }
+
+    #[test]
+    fn huge_timeout_never_overflows() {
+        let t0 = Instant::now();
+        let mut l = limits();
+        l.timeout = Some(crate::units::PRACTICALLY_NEVER);
+        l.kill_after = Some(crate::units::PRACTICALLY_NEVER);
+        let mut p = Policy::new(l, Mode::default(), 0, t0);
+        assert!(p.tick(secs(t0, 1e6), t0).is_empty());
+    }
+}

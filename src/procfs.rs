@@ -1,0 +1,290 @@
+//! Reading the process table (Linux /proc): who is left, who holds a pipe, and what a
+//! stuck process is blocked on. Read-only; on other systems every answer is empty.
+
+use std::fs;
+use std::path::Path;
+
+/// One process as /proc shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    /// The one-letter state: R running, S sleeping, D uninterruptible, T stopped, Z zombie.
+    pub state: char,
+    /// The command line, or `[comm]` when it is not readable.
+    pub command: String,
+}
+
+/// Every process saferun can see.
+pub fn all() -> Vec<Proc> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(read)
+        .collect()
+}
+
+/// One process, if it still exists.
+pub fn read(pid: i32) -> Option<Proc> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (comm, fields) = parse_stat(&stat)?;
+    let command = command_line(pid).unwrap_or_else(|| format!("[{comm}]"));
+    Some(Proc {
+        pid,
+        ppid: fields.1,
+        pgid: fields.2,
+        state: fields.0,
+        command,
+    })
+}
+
+/// `pid (comm) S ppid pgrp …`: the command name may hold spaces and parentheses, so it
+/// runs to the last `)`.
+fn parse_stat(stat: &str) -> Option<(&str, (char, i32, i32))> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?;
+    let mut rest = stat.get(close + 1..)?.split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgid = rest.next()?.parse().ok()?;
+    Some((comm, (state, ppid, pgid)))
+}
+
+fn command_line(pid: i32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    (!words.is_empty()).then(|| shorten(&words.join(" "), 200))
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}…")
+}
+
+/// A process with its depth below the root, for printing a tree.
+#[derive(Debug, Clone)]
+pub struct TreeEntry {
+    pub depth: usize,
+    pub proc: Proc,
+}
+
+/// Every descendant of `root` (not `root` itself), parents before children, plus any
+/// member of `group` that is not one (it cannot be, under a subreaper, but be sure).
+pub fn descendants(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<TreeEntry> {
+    let mut ordered = Vec::new();
+    visit(root, 0, table, &mut ordered);
+    if let Some(group) = group {
+        for proc in table.iter().filter(|p| p.pgid == group && p.pid != root) {
+            if !ordered.iter().any(|e| e.proc.pid == proc.pid) {
+                ordered.push(TreeEntry {
+                    depth: 0,
+                    proc: proc.clone(),
+                });
+            }
+        }
+    }
+    ordered
+}
+
+fn visit(parent: i32, depth: usize, table: &[Proc], out: &mut Vec<TreeEntry>) {
+    let mut children: Vec<&Proc> = table.iter().filter(|p| p.ppid == parent).collect();
+    children.sort_by_key(|p| p.pid);
+    for child in children {
+        if out.iter().any(|e| e.proc.pid == child.pid) {
+            continue;
+        }
+        out.push(TreeEntry {
+            depth,
+            proc: child.clone(),
+        });
+        visit(child.pid, depth + 1, table, out);
+    }
+}
+
+/// What a process is doing, in words: "blocked writing a full pipe", "sleeping", …
+pub fn blocked_on(proc: &Proc) -> String {
+    let wchan = fs::read_to_string(format!("/proc/{}/wchan", proc.pid))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let syscall = fs::read_to_string(format!("/proc/{}/syscall", proc.pid)).unwrap_or_default();
+    let target = syscall_fd_target(proc.pid, &syscall);
+    let what = describe_state(proc.state, &wchan, syscall_number(&syscall));
+    match target {
+        Some(target) => format!("{what} (fd {target})"),
+        None => what,
+    }
+}
+
+fn describe_state(state: char, wchan: &str, syscall: Option<i64>) -> String {
+    match state {
+        'R' => return "running".into(),
+        'T' => return "stopped".into(),
+        't' => return "stopped by a debugger".into(),
+        'Z' => return "exited, not yet reaped (zombie)".into(),
+        'D' if wchan.is_empty() || wchan == "0" => {
+            return "in uninterruptible I/O".into();
+        }
+        'D' => return format!("in uninterruptible I/O ({wchan})"),
+        _ => {}
+    }
+    let known = [
+        ("pipe_write", "blocked writing a full pipe"),
+        ("pipe_read", "waiting to read a pipe"),
+        ("do_wait", "waiting on a child"),
+        ("kernel_wait", "waiting on a child"),
+        ("nanosleep", "sleeping"),
+        ("do_sys_poll", "waiting in poll"),
+        ("do_select", "waiting in select"),
+        ("ep_poll", "waiting in epoll"),
+        ("futex", "waiting on a lock (futex)"),
+        ("n_tty_read", "waiting to read a terminal"),
+        ("tty_write", "blocked writing a terminal"),
+        ("unix_stream", "waiting on a socket"),
+        ("sk_wait", "waiting on a socket"),
+        ("inet_csk_accept", "waiting to accept a connection"),
+        ("sigsuspend", "waiting for a signal"),
+        ("do_sigtimedwait", "waiting for a signal"),
+        ("pause", "waiting for a signal"),
+    ];
+    if let Some((_, words)) = known.iter().find(|(needle, _)| wchan.contains(needle)) {
+        return (*words).to_string();
+    }
+    if let Some(words) = syscall.and_then(syscall_words) {
+        return words.to_string();
+    }
+    if wchan.is_empty() || wchan == "0" {
+        "sleeping".into()
+    } else {
+        format!("sleeping in {wchan}")
+    }
+}
+
+fn syscall_number(syscall: &str) -> Option<i64> {
+    syscall.split_ascii_whitespace().next()?.parse().ok()
+}
+
+fn syscall_words(number: i64) -> Option<&'static str> {
+    let table: &[(i64, &str)] = &[
+        (libc::SYS_read, "waiting in read()"),
+        (libc::SYS_write, "blocked in write()"),
+        (libc::SYS_wait4, "waiting on a child"),
+        (libc::SYS_waitid, "waiting on a child"),
+        (libc::SYS_nanosleep, "sleeping"),
+        (libc::SYS_clock_nanosleep, "sleeping"),
+        (libc::SYS_futex, "waiting on a lock (futex)"),
+        (libc::SYS_ppoll, "waiting in poll"),
+        (libc::SYS_pselect6, "waiting in select"),
+        (libc::SYS_epoll_pwait, "waiting in epoll"),
+        (libc::SYS_accept4, "waiting to accept a connection"),
+        (libc::SYS_recvfrom, "waiting on a socket"),
+        (libc::SYS_connect, "waiting to connect"),
+        (libc::SYS_flock, "waiting for a file lock"),
+    ];
+    table.iter().find(|(n, _)| *n == number).map(|(_, w)| *w)
+}
+
+/// For a process blocked in read/write, the descriptor and what it points at:
+/// `1 → pipe:[1234]`.
+fn syscall_fd_target(pid: i32, syscall: &str) -> Option<String> {
+    let mut fields = syscall.split_ascii_whitespace();
+    let number: i64 = fields.next()?.parse().ok()?;
+    if number != libc::SYS_read && number != libc::SYS_write {
+        return None;
+    }
+    let fd = i64::from_str_radix(fields.next()?.trim_start_matches("0x"), 16).ok()?;
+    let target = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    Some(format!("{fd} → {}", target.display()))
+}
+
+/// Processes (other than saferun) holding the write end of the pipe with this inode.
+pub fn pipe_writers(inode: u64) -> Vec<Proc> {
+    let wanted = format!("pipe:[{inode}]");
+    let me = std::process::id() as i32;
+    let mut holders = Vec::new();
+    for proc in all() {
+        if proc.pid == me {
+            continue;
+        }
+        let dir = format!("/proc/{}/fd", proc.pid);
+        let Ok(fds) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let holds = fds.filter_map(|e| e.ok()).any(|entry| {
+            fs::read_link(entry.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
+                && opened_for_writing(proc.pid, &entry.file_name().to_string_lossy())
+        });
+        if holds {
+            holders.push(proc);
+        }
+    }
+    holders
+}
+
+fn opened_for_writing(pid: i32, fd: &str) -> bool {
+    let info = fs::read_to_string(Path::new(&format!("/proc/{pid}/fdinfo/{fd}")));
+    let Ok(info) = info else {
+        return true;
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .is_none_or(|flags| flags & 0o3 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_command_name() {
+        let stat = "42 (a (b) c) S 7 42 1 0 -1";
+        assert_eq!(parse_stat(stat), Some(("a (b) c", ('S', 7, 42))));
+    }
+
+    #[test]
+    fn states_in_words() {
+        assert_eq!(
+            describe_state('S', "anon_pipe_write", None),
+            "blocked writing a full pipe"
+        );
+        assert_eq!(
+            describe_state('S', "pipe_write", None),
+            "blocked writing a full pipe"
+        );
+        assert_eq!(describe_state('S', "hrtimer_nanosleep", None), "sleeping");
+        assert_eq!(describe_state('S', "do_wait", None), "waiting on a child");
+        assert_eq!(describe_state('D', "0", None), "in uninterruptible I/O");
+        assert_eq!(describe_state('R', "", None), "running");
+        assert_eq!(
+            describe_state('S', "0", Some(libc::SYS_wait4)),
+            "waiting on a child"
+        );
+    }
+
+    #[test]
+    fn tree_orders_parents_first() {
+        let p = |pid, ppid| Proc {
+            pid,
+            ppid,
+            pgid: 10,
+            state: 'S',
+            command: format!("p{pid}"),
+        };
+        let table = vec![p(12, 11), p(11, 10), p(10, 1), p(13, 10), p(99, 1)];
+        let tree = descendants(1, None, &table);
+        let shape: Vec<(i32, usize)> = tree.iter().map(|e| (e.proc.pid, e.depth)).collect();
+        assert_eq!(shape, vec![(10, 0), (11, 1), (12, 2), (13, 1), (99, 0)]);
+    }
+}

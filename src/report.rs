@@ -1,0 +1,328 @@
+//! What saferun says about a run: one-line notices on stderr (`saferun: …`), the extra
+//! lines of `--verbose`, and the JSON record of `--report`, all rendered from the
+//! [`Record`] the run fills in.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::event::{ChildEnd, Stream};
+use crate::policy::Reason;
+use crate::signal::describe;
+
+/// Version of the JSON layout; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Lines on saferun's stderr. Each is written with one `write`, so it is never torn by
+/// the command's own stderr passing through at the same time.
+#[derive(Debug, Clone, Copy)]
+pub struct Notices {
+    pub verbose: bool,
+}
+
+impl Notices {
+    /// A line that is always printed.
+    pub fn say(&self, message: &str) {
+        let line = format!("saferun: {message}\n");
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    /// A line printed only with `--verbose`.
+    pub fn detail(&self, message: &str) {
+        if self.verbose {
+            self.say(message);
+        }
+    }
+}
+
+/// A duration the way people write it: `2s`, `1m 30s`, `250ms`.
+pub fn human(duration: Duration) -> String {
+    let rounded = Duration::from_millis(duration.as_millis() as u64);
+    if rounded.is_zero() {
+        return format!("{}µs", duration.as_micros());
+    }
+    humantime::format_duration(rounded).to_string()
+}
+
+/// One signal saferun sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct SentSignal {
+    pub signal: String,
+    /// Seconds since the command started.
+    pub at: f64,
+    /// `group`, `process`, or `leftovers`.
+    pub to: &'static str,
+    /// Why: `timeout`, `idle`, `cap`, `cancelled`, `failed`, `forwarded`, `escalation`,
+    /// `job-control`, `leftovers`.
+    pub why: &'static str,
+}
+
+/// A process named in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    pub command: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// One line of the process tree recorded when a limit fired.
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeLine {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub depth: usize,
+    pub state: String,
+    pub blocked_on: String,
+    pub command: String,
+}
+
+/// A pipe still held open when `--linger` ran out.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipeHolder {
+    pub stream: &'static str,
+    pub pid: i32,
+    pub command: String,
+}
+
+/// What `--on-timeout` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct OnTimeoutRun {
+    pub command: String,
+    /// Its exit code, or null if it was killed or could not start.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    /// Its combined output (the first 64 KiB).
+    pub output: String,
+}
+
+/// Per-stream figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamRecord {
+    /// Bytes read from the command (or, for stdin, accepted by it).
+    pub bytes: u64,
+    /// Bytes dropped by `--max-output`.
+    pub elided: u64,
+    pub truncated: bool,
+    /// How saferun stopped reading: `eof`, `reader_gone`, `stopped`, `write_failed`,
+    /// `unfinished` (still delivering when saferun had to end), or `none` for a stream
+    /// saferun did not handle.
+    pub end: &'static str,
+}
+
+/// The command's resource usage (its whole reaped tree).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rusage {
+    pub user_cpu_seconds: f64,
+    pub system_cpu_seconds: f64,
+    pub max_rss_kib: i64,
+}
+
+/// Everything known about a run, filled in as it goes.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub argv: Vec<String>,
+    pub pid: Option<i32>,
+    pub pgid: Option<i32>,
+    pub started_at: Option<SystemTime>,
+    pub duration: Duration,
+    pub child: Option<ChildEnd>,
+    pub reason: Option<Reason>,
+    pub capped_by_outer_deadline: bool,
+    pub signals: Vec<SentSignal>,
+    pub stdin: StreamRecord,
+    pub stdout: StreamRecord,
+    pub stderr: StreamRecord,
+    pub diagnosis: Vec<TreeLine>,
+    pub on_timeout: Option<OnTimeoutRun>,
+    pub pipe_holders: Vec<PipeHolder>,
+    pub leftovers: Vec<ProcessInfo>,
+    pub leftovers_action: &'static str,
+    pub unkillable: Vec<ProcessInfo>,
+    pub rusage: Rusage,
+    pub errors: Vec<String>,
+}
+
+impl Record {
+    pub fn stream_mut(&mut self, stream: Stream) -> &mut StreamRecord {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
+}
+
+/// `end_reason`: a stable word for how the run ended.
+pub fn end_reason(record: &Record) -> &'static str {
+    match record.reason {
+        Some(Reason::Timeout) => "timeout",
+        Some(Reason::Idle) => "idle",
+        Some(Reason::Cap) => "cap",
+        Some(Reason::Cancelled(_)) => "cancelled",
+        Some(Reason::Failed) => "failed",
+        None => match record.child {
+            Some(ChildEnd::Signaled { .. }) => "signaled",
+            Some(ChildEnd::Exited(_)) => "exited",
+            None => "failed",
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    schema_version: u32,
+    saferun_version: &'static str,
+    argv: &'a [String],
+    pid: Option<i32>,
+    pgid: Option<i32>,
+    started_at: Option<String>,
+    duration_seconds: f64,
+    exit_status: i32,
+    end_reason: &'static str,
+    command: CommandJson,
+    capped_by_outer_deadline: bool,
+    signals_sent: &'a [SentSignal],
+    rusage: &'a Rusage,
+    streams: StreamsJson<'a>,
+    diagnosis: &'a [TreeLine],
+    on_timeout: &'a Option<OnTimeoutRun>,
+    pipe_holders: &'a [PipeHolder],
+    leftovers: LeftoversJson<'a>,
+    unkillable: &'a [ProcessInfo],
+    errors: &'a [String],
+}
+
+#[derive(Serialize)]
+struct CommandJson {
+    exit_code: Option<i32>,
+    signal: Option<String>,
+    core_dumped: bool,
+}
+
+#[derive(Serialize)]
+struct StreamsJson<'a> {
+    stdin: &'a StreamRecord,
+    stdout: &'a StreamRecord,
+    stderr: &'a StreamRecord,
+}
+
+#[derive(Serialize)]
+struct LeftoversJson<'a> {
+    action: &'static str,
+    processes: &'a [ProcessInfo],
+}
+
+/// Renders the JSON report. `exit_status` is what the caller's shell will see.
+pub fn to_json(record: &Record, exit_status: i32) -> String {
+    let command = match record.child {
+        Some(ChildEnd::Exited(code)) => CommandJson {
+            exit_code: Some(code),
+            signal: None,
+            core_dumped: false,
+        },
+        Some(ChildEnd::Signaled {
+            signal,
+            core_dumped,
+        }) => CommandJson {
+            exit_code: None,
+            signal: Some(describe(signal)),
+            core_dumped,
+        },
+        None => CommandJson {
+            exit_code: None,
+            signal: None,
+            core_dumped: false,
+        },
+    };
+    let json = Json {
+        schema_version: SCHEMA_VERSION,
+        saferun_version: env!("CARGO_PKG_VERSION"),
+        argv: &record.argv,
+        pid: record.pid,
+        pgid: record.pgid,
+        started_at: record
+            .started_at
+            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        duration_seconds: round_ms(record.duration.as_secs_f64()),
+        exit_status,
+        end_reason: end_reason(record),
+        command,
+        capped_by_outer_deadline: record.capped_by_outer_deadline,
+        signals_sent: &record.signals,
+        rusage: &record.rusage,
+        streams: StreamsJson {
+            stdin: &record.stdin,
+            stdout: &record.stdout,
+            stderr: &record.stderr,
+        },
+        diagnosis: &record.diagnosis,
+        on_timeout: &record.on_timeout,
+        pipe_holders: &record.pipe_holders,
+        leftovers: LeftoversJson {
+            action: record.leftovers_action,
+            processes: &record.leftovers,
+        },
+        unkillable: &record.unkillable,
+        errors: &record.errors,
+    };
+    let mut text = serde_json::to_string_pretty(&json).unwrap_or_else(|_| "{}".into());
+    text.push('\n');
+    text
+}
+
+pub fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// Writes the report to a file (`None`: to stderr).
+pub fn write(path: Option<&Path>, text: &str) -> std::io::Result<()> {
+    match path {
+        None => std::io::stderr().lock().write_all(text.as_bytes()),
+        Some(path) => std::fs::write(path, text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let record = Record {
+            argv: vec!["sleep".into(), "10".into()],
+            pid: Some(42),
+            reason: Some(Reason::Timeout),
+            child: Some(ChildEnd::Signaled {
+                signal: 15,
+                core_dumped: false,
+            }),
+            leftovers_action: "warn",
+            ..Record::default()
+        };
+        let value: serde_json::Value = serde_json::from_str(&to_json(&record, 124)).unwrap();
+        assert_eq!(value["schema_version"], 1);
+        assert_eq!(value["end_reason"], "timeout");
+        assert_eq!(value["exit_status"], 124);
+        assert_eq!(value["command"]["signal"], "TERM");
+        assert_eq!(value["argv"][1], "10");
+        for field in [
+            "signals_sent",
+            "rusage",
+            "streams",
+            "leftovers",
+            "diagnosis",
+            "duration_seconds",
+        ] {
+            assert!(value.get(field).is_some(), "{field}");
+        }
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(human(Duration::from_millis(200)), "200ms");
+    }
+}

@@ -1,0 +1,693 @@
+//! One run, wired up: spawn the command and its helper threads, then the main loop that
+//! owns the clock. Decisions come from [`Policy`]; this file only carries them out.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::config::{Config, Leftovers, ReportTarget};
+use crate::deadline;
+use crate::diagnose;
+use crate::drain::{Activity, Drain, StopSender, StreamStats, stop_channel};
+use crate::event::{Event, Stream, StreamEnd};
+use crate::feed;
+use crate::forward;
+use crate::group::{self, Group, Terminal};
+use crate::outcome::{self, Ending, Exit};
+use crate::policy::{Action, Mode, Policy, Reason};
+use crate::procfs;
+use crate::report::{self, Notices, PipeHolder, ProcessInfo, Record, SentSignal, human};
+use crate::signal::short_name;
+use crate::sink::{Passthrough, Sink};
+use crate::spawn::{self, Setup, Wiring};
+
+/// After the drains are told to stop, how long saferun waits for them to deliver what
+/// they hold before ending anyway (a stalled reader downstream cannot hold it longer).
+const FLUSH_GRACE: Duration = Duration::from_millis(200);
+
+/// After the final KILL of leftovers, how long saferun waits to reap them.
+const REAP_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs the command as `config` says and returns how saferun must exit.
+pub fn run(config: &Config) -> Result<Exit> {
+    let notices = Notices {
+        verbose: config.verbose,
+    };
+    let start = Instant::now();
+    let started_at = SystemTime::now();
+    let effective = deadline::apply(config.limits.clone(), config.outer_deadline, started_at);
+    let limits = effective.limits.clone();
+
+    let mut record = Record {
+        argv: config
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        started_at: Some(started_at),
+        capped_by_outer_deadline: effective.capped,
+        leftovers_action: match config.leftovers {
+            Leftovers::Warn => "warn",
+            Leftovers::Fail => "fail",
+            Leftovers::Kill => "kill",
+        },
+        ..Record::default()
+    };
+    record.stdin.end = "none";
+
+    // Everything that can fail as saferun's own fault happens before the command starts.
+    let report_path = prepare_report(config.report.as_ref())?;
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    forward::install(events_tx.clone()).context("cannot install signal handlers")?;
+    let subreaper = group::become_subreaper();
+    let terminal = if config.share_group {
+        None
+    } else {
+        Terminal::if_foreground()
+    };
+    let stdin = feed::plan(&config.stdin)?;
+    let mut stdin_pipe = None;
+    let stdin_stdio = match stdin.feed {
+        Some(_) => {
+            let (reader, writer) = std::io::pipe().context("cannot create a pipe")?;
+            stdin_pipe = Some(OwnedFd::from(writer));
+            reader.into()
+        }
+        None => stdin.stdio,
+    };
+    let (out_reader, out_writer) = std::io::pipe().context("cannot create a pipe")?;
+    let (err_reader, err_writer) = std::io::pipe().context("cannot create a pipe")?;
+
+    let mut env = Vec::new();
+    if let Some(export) = effective.export {
+        env.push((deadline::ENV.into(), deadline::format(export).into()));
+    }
+    let wiring = Wiring {
+        stdin: stdin_stdio,
+        stdout: out_writer.into(),
+        stderr: err_writer.into(),
+    };
+    let setup = Setup {
+        own_group: !config.share_group,
+        terminal: terminal.as_ref().and_then(Terminal::clone_fd),
+        env,
+    };
+    let pid = match spawn::spawn(&config.argv, wiring, setup) {
+        Ok(pid) => pid,
+        Err(error) => {
+            notices.say(&error.message);
+            record.errors.push(error.message);
+            record.duration = start.elapsed();
+            let exit = Exit::Code(error.status);
+            finish_report(&report_path, &record, exit, &notices);
+            return Ok(exit);
+        }
+    };
+    let group = Group::new(pid, !config.share_group);
+    if let Some(terminal) = &terminal {
+        terminal.give_to(pid);
+    }
+    record.pid = Some(pid.as_raw());
+    record.pgid = group.pgid().map(Pid::as_raw);
+    group::spawn_waiter(pid, events_tx.clone()).context("cannot start a thread")?;
+
+    let fed = Arc::new(AtomicU64::new(0));
+    if let (Some(source), Some(pipe)) = (stdin.feed, stdin_pipe) {
+        feed::spawn_feeder(source, pipe, fed.clone()).context("cannot start a thread")?;
+        record.stdin.end = "eof";
+    }
+
+    let activity = Arc::new(Activity::new(start));
+    let (stop_tx, stop_rx) = stop_channel().context("cannot create a pipe")?;
+    let mut streams = Vec::new();
+    for (stream, reader) in [(Stream::Stdout, out_reader), (Stream::Stderr, err_reader)] {
+        let pipe = OwnedFd::from(reader);
+        let inode = nix::sys::stat::fstat(&pipe).map(|s| s.st_ino).unwrap_or(0);
+        let stats = Arc::new(StreamStats::default());
+        let sink = passthrough(stream)?;
+        Drain {
+            stream,
+            pipe,
+            sink,
+            stop: stop_rx.clone(),
+            activity: activity.clone(),
+            stats: stats.clone(),
+            events: events_tx.clone(),
+        }
+        .spawn()
+        .context("cannot start a thread")?;
+        streams.push(OpenStream {
+            stream,
+            inode,
+            stats,
+            closed: false,
+        });
+    }
+    drop(events_tx);
+
+    let mode = Mode {
+        kill_leftovers: config.leftovers == Leftovers::Kill,
+        share_group: config.share_group,
+        job_control: terminal.is_some(),
+    };
+    let mut runner = Runner {
+        config,
+        notices,
+        limits: limits.clone(),
+        policy: Policy::new(limits, mode, streams.len(), start),
+        group,
+        terminal,
+        subreaper,
+        start,
+        streams,
+        stop: Some(stop_tx),
+        record,
+    };
+    runner.main_loop(&events, &activity);
+    let exit = runner.finish(&events, stdin.file.as_ref(), &fed);
+    finish_report(&report_path, &runner.record, exit, &notices);
+    Ok(exit)
+}
+
+/// The sink for a stream: saferun's own stdout or stderr.
+fn passthrough(stream: Stream) -> Result<Box<dyn Sink>> {
+    let fd = match stream {
+        Stream::Stdout => std::io::stdout().as_fd().try_clone_to_owned(),
+        Stream::Stderr => std::io::stderr().as_fd().try_clone_to_owned(),
+    };
+    match fd {
+        Ok(fd) => Ok(Box::new(Passthrough::new(File::from(fd), stream.name()))),
+        // saferun's own stream is closed: what the command writes there goes nowhere.
+        Err(_) => Ok(Box::new(Passthrough::new(
+            File::options().write(true).open("/dev/null")?,
+            stream.name(),
+        ))),
+    }
+}
+
+/// Opens (creates) the report file up front, so that an unwritable path is a usage error
+/// before anything runs.
+fn prepare_report(target: Option<&ReportTarget>) -> Result<Option<Option<std::path::PathBuf>>> {
+    match target {
+        None => Ok(None),
+        Some(ReportTarget::Stderr) => Ok(Some(None)),
+        Some(ReportTarget::File(path)) => {
+            File::create(path)
+                .with_context(|| format!("--report: cannot write '{}'", path.display()))?;
+            Ok(Some(Some(path.clone())))
+        }
+    }
+}
+
+fn finish_report(
+    target: &Option<Option<std::path::PathBuf>>,
+    record: &Record,
+    exit: Exit,
+    notices: &Notices,
+) {
+    let Some(path) = target else {
+        return;
+    };
+    let text = report::to_json(record, exit.shell_status());
+    if let Err(error) = report::write(path.as_deref(), &text) {
+        notices.say(&format!("cannot write the report: {error}"));
+    }
+}
+
+struct OpenStream {
+    stream: Stream,
+    /// The pipe's inode, to find who else holds it.
+    inode: u64,
+    stats: Arc<StreamStats>,
+    closed: bool,
+}
+
+/// The main thread's state during the loop and the teardown.
+struct Runner<'a> {
+    config: &'a Config,
+    notices: Notices,
+    limits: crate::config::Limits,
+    policy: Policy,
+    group: Group,
+    terminal: Option<Terminal>,
+    subreaper: bool,
+    start: Instant,
+    streams: Vec<OpenStream>,
+    /// Dropping it tells the drains to stop.
+    stop: Option<StopSender>,
+    record: Record,
+}
+
+impl Runner<'_> {
+    fn main_loop(&mut self, events: &Receiver<Event>, activity: &Activity) {
+        while !self.policy.finished() {
+            let now = Instant::now();
+            let next = self.policy.next_deadline(activity.last_output(now));
+            let received = match next {
+                Some(deadline) => events.recv_deadline(deadline),
+                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let now = Instant::now();
+            let actions = match received {
+                Ok(event) => {
+                    self.note(&event);
+                    self.policy.handle(&event, now)
+                }
+                Err(RecvTimeoutError::Timeout) => self.policy.tick(now, activity.last_output(now)),
+                // Every helper thread is gone; nothing more can happen.
+                Err(RecvTimeoutError::Disconnected) => vec![Action::Finish],
+            };
+            for action in actions {
+                if action == Action::Finish {
+                    return;
+                }
+                self.execute(action);
+            }
+        }
+    }
+
+    /// Records what an event tells about the run.
+    fn note(&mut self, event: &Event) {
+        match event {
+            Event::Exited(end) => self.record.child = Some(*end),
+            Event::StreamClosed { stream, end } => {
+                if let Some(open) = self.streams.iter_mut().find(|s| s.stream == *stream) {
+                    open.closed = true;
+                }
+                let word = match end {
+                    StreamEnd::Eof => "eof",
+                    StreamEnd::ReaderGone => "reader_gone",
+                    StreamEnd::Stopped => "stopped",
+                    StreamEnd::WriteFailed { what, error } => {
+                        let message = format!("cannot write {what}: {error}");
+                        self.notices.say(&message);
+                        self.record.errors.push(message);
+                        "write_failed"
+                    }
+                };
+                if matches!(end, StreamEnd::ReaderGone) {
+                    self.notices.detail(&format!(
+                        "{} was closed by its reader; stopped reading the command's {}",
+                        stream.name(),
+                        stream.name()
+                    ));
+                }
+                self.record.stream_mut(*stream).end = word;
+            }
+            _ => {}
+        }
+    }
+
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::Diagnose(reason) => self.diagnose(reason),
+            Action::Signal(signal) => {
+                let why = self.why();
+                self.signal_tree(signal, why);
+                if signal != Signal::SIGKILL && signal != Signal::SIGCONT {
+                    self.signal_tree(Signal::SIGCONT, why);
+                }
+            }
+            Action::Forward(signal) => {
+                self.group.signal(signal);
+                self.log_signal(signal, "forwarded");
+            }
+            Action::Kill => {
+                if let Some(stopping) = self.policy.stopping() {
+                    let waited = human(Instant::now() - stopping.began);
+                    self.notices.say(&format!(
+                        "command still running {waited} after {}; sending KILL",
+                        short_name(self.signal_for(stopping.reason))
+                    ));
+                }
+                self.signal_tree(Signal::SIGKILL, "escalation");
+            }
+            Action::SignalLeftovers(signal) => {
+                self.signal_tree(signal, "leftovers");
+                self.signal_tree(Signal::SIGCONT, "leftovers");
+            }
+            Action::PauseSelf => {
+                self.notices.detail("command stopped; pausing every timer");
+                if let Some(terminal) = &self.terminal {
+                    terminal.take_back();
+                }
+                group::stop_self();
+            }
+            Action::Resume => {
+                self.notices
+                    .detail("continued; resuming the command and every timer");
+                if let Some(terminal) = &self.terminal
+                    && terminal.saferun_in_foreground()
+                {
+                    terminal.give_to(self.group.pid());
+                }
+                self.group.signal(Signal::SIGCONT);
+                self.log_signal(Signal::SIGCONT, "job-control");
+            }
+            Action::StopStreams => {
+                self.stop = None;
+            }
+            Action::Finish => {}
+        }
+    }
+
+    fn signal_for(&self, reason: Reason) -> Signal {
+        match reason {
+            Reason::Cancelled(signal) => signal,
+            _ => self.limits.signal,
+        }
+    }
+
+    fn why(&self) -> &'static str {
+        match self.policy.stopping().map(|s| s.reason) {
+            Some(Reason::Timeout) => "timeout",
+            Some(Reason::Idle) => "idle",
+            Some(Reason::Cap) => "cap",
+            Some(Reason::Cancelled(_)) => "cancelled",
+            Some(Reason::Failed) => "failed",
+            None => "leftovers",
+        }
+    }
+
+    /// A limit fired: say so, record the tree and what each process waits on, and run
+    /// `--on-timeout`, all before the first signal.
+    fn diagnose(&mut self, reason: Reason) {
+        let signal = short_name(self.limits.signal);
+        let message = match reason {
+            Reason::Idle => format!(
+                "no output for {} (--idle-timeout); sending {signal}",
+                human(self.limits.idle_timeout.unwrap_or_default())
+            ),
+            Reason::Cap => format!("output reached --max-output; sending {signal}"),
+            _ if self.record.capped_by_outer_deadline => format!(
+                "timed out after {} (the enclosing saferun's deadline); sending {signal}",
+                human(self.limits.timeout.unwrap_or_default())
+            ),
+            _ => format!(
+                "timed out after {} (--timeout); sending {signal}",
+                human(self.limits.timeout.unwrap_or_default())
+            ),
+        };
+        self.notices.say(&message);
+        let tree = diagnose::tree(self.group.pgid().map(Pid::as_raw));
+        if self.notices.verbose && !tree.is_empty() {
+            let mut text = String::from("saferun: process tree at the timeout:\n");
+            for line in diagnose::render_tree(&tree) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            use std::io::Write;
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        }
+        self.record.diagnosis = tree;
+        if let Some(hook) = &self.config.on_timeout {
+            let word = match reason {
+                Reason::Idle => "idle",
+                Reason::Cap => "cap",
+                _ => "timeout",
+            };
+            self.notices
+                .detail(&format!("running --on-timeout: {}", hook.command));
+            let ran = diagnose::run_on_timeout(hook, self.group.pid(), self.group.pgid(), word);
+            if ran.timed_out {
+                self.notices.say(&format!(
+                    "--on-timeout did not finish within {}; killed it",
+                    human(hook.limit)
+                ));
+            }
+            self.record.on_timeout = Some(ran);
+        }
+    }
+
+    /// Signals the command's group, then every descendant that left it.
+    fn signal_tree(&mut self, signal: Signal, why: &'static str) {
+        let delivered = self.group.signal(signal);
+        if delivered {
+            self.log_signal(signal, why);
+        }
+        for escapee in self.escapees() {
+            if group::signal_pid(Pid::from_raw(escapee.pid), signal) {
+                self.notices.detail(&format!(
+                    "sent {} to pid {} ({}), which left the process group",
+                    short_name(signal),
+                    escapee.pid,
+                    escapee.command
+                ));
+            }
+        }
+    }
+
+    fn log_signal(&mut self, signal: Signal, why: &'static str) {
+        let to = if self.group.pgid().is_some() {
+            "group"
+        } else {
+            "process"
+        };
+        if signal != Signal::SIGCONT || why == "job-control" {
+            self.notices.detail(&format!(
+                "sent {} to {} {} ({why})",
+                short_name(signal),
+                if to == "group" {
+                    "process group"
+                } else {
+                    "pid"
+                },
+                self.group.pid()
+            ));
+        }
+        self.record.signals.push(SentSignal {
+            signal: short_name(signal).to_string(),
+            at: report::round_ms(self.start.elapsed().as_secs_f64()),
+            to,
+            why,
+        });
+    }
+
+    /// Live descendants outside the command's group (re-parented to saferun as its
+    /// subreaper, or under `--foreground` every descendant but the command).
+    fn escapees(&self) -> Vec<procfs::Proc> {
+        if !self.subreaper && self.group.pgid().is_some() {
+            return Vec::new();
+        }
+        let table = procfs::all();
+        let me = std::process::id() as i32;
+        procfs::descendants(me, None, &table)
+            .into_iter()
+            .map(|e| e.proc)
+            .filter(|p| p.pid != self.group.pid().as_raw())
+            .filter(|p| Some(p.pgid) != self.group.pgid().map(Pid::as_raw))
+            .filter(|p| p.state != 'Z')
+            .collect()
+    }
+
+    /// Everything after the loop: name who holds the pipes, stop the drains, reap, deal
+    /// with leftovers, give the terminal back, and decide the exit status.
+    fn finish(
+        &mut self,
+        events: &Receiver<Event>,
+        stdin_file: Option<&(File, u64)>,
+        fed: &AtomicU64,
+    ) -> Exit {
+        if self.policy.linger_expired() {
+            self.name_pipe_holders();
+        }
+        self.stop = None;
+        self.await_drains(events);
+        for open in &self.streams {
+            let record = match open.stream {
+                Stream::Stdout => &mut self.record.stdout,
+                Stream::Stderr => &mut self.record.stderr,
+            };
+            record.bytes = open.stats.read.load(Ordering::Relaxed);
+            if !open.closed {
+                record.end = "unfinished";
+            }
+        }
+        if self.streams.iter().any(|s| !s.closed) {
+            self.notices.say(
+                "output not fully delivered: the reader downstream stopped reading; ending anyway",
+            );
+        }
+        self.record.stdin.bytes = match stdin_file {
+            Some(file) => feed::file_bytes_consumed(file),
+            None => fed.load(Ordering::Relaxed),
+        };
+
+        let exited = self.policy.exited();
+        if exited {
+            group::reap(self.group.pid());
+        } else if let Some(proc) = procfs::read(self.group.pid().as_raw()) {
+            self.notices.say(&format!(
+                "pid {} ({}) did not die after KILL ({}); giving up on it",
+                proc.pid,
+                proc.command,
+                procfs::blocked_on(&proc)
+            ));
+            self.record.unkillable.push(ProcessInfo {
+                pid: proc.pid,
+                command: proc.command,
+                state: Some(proc.state.to_string()),
+            });
+        }
+        self.handle_leftovers(exited);
+        if let Some(terminal) = &self.terminal {
+            terminal.take_back();
+        }
+        self.record.reason = self.policy.stopping().map(|s| s.reason);
+        self.record.duration = self.start.elapsed();
+        self.record.rusage = children_rusage();
+        let ending = Ending {
+            child: self.record.child,
+            reason: self.record.reason,
+            killed: self
+                .policy
+                .stopping()
+                .is_some_and(|s| s.killed_at.is_some()),
+            preserve_status: self.limits.preserve_status,
+            fail_for_leftovers: self.config.leftovers == Leftovers::Fail
+                && (!self.record.leftovers.is_empty() || !self.record.pipe_holders.is_empty()),
+        };
+        let exit = outcome::exit_for(ending);
+        if ending.fail_for_leftovers && exit == Exit::Code(outcome::LEFTOVERS_STATUS) {
+            self.notices.say(&format!(
+                "exiting {} because processes outlived the command (--leftovers=fail)",
+                outcome::LEFTOVERS_STATUS
+            ));
+        }
+        exit
+    }
+
+    /// `--linger` ran out with pipes still open: say who holds them.
+    fn name_pipe_holders(&mut self) {
+        let linger = human(self.limits.linger);
+        for open in self.streams.iter().filter(|s| !s.closed) {
+            let holders = procfs::pipe_writers(open.inode);
+            if holders.is_empty() {
+                self.notices.say(&format!(
+                    "{} still held open {linger} after the command exited; stopped reading",
+                    open.stream.name()
+                ));
+            }
+            for holder in holders {
+                self.notices.say(&format!(
+                    "{} still held by pid {} ({}) {linger} after the command exited; stopped reading",
+                    open.stream.name(),
+                    holder.pid,
+                    holder.command
+                ));
+                self.record.pipe_holders.push(PipeHolder {
+                    stream: open.stream.name(),
+                    pid: holder.pid,
+                    command: holder.command,
+                });
+            }
+        }
+    }
+
+    /// Waits (bounded) for every drain to deliver what it holds and close.
+    fn await_drains(&mut self, events: &Receiver<Event>) {
+        let deadline = Instant::now() + FLUSH_GRACE;
+        while self.streams.iter().any(|s| !s.closed) {
+            match events.recv_deadline(deadline) {
+                Ok(event) => {
+                    self.note(&event);
+                    if let Event::Exited(_) = event {
+                        // The command ended during teardown (it was being killed).
+                        self.policy.handle(&event, Instant::now());
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Finds processes that outlived the command and warns about them, or kills them
+    /// (timeouts, cancellation, `--leftovers=kill`), reaping all.
+    fn handle_leftovers(&mut self, command_reaped: bool) {
+        let any_left =
+            (command_reaped && self.subreaper && group::reap_orphans()) || self.group.has_members();
+        if !any_left {
+            return;
+        }
+        let table = procfs::all();
+        let me = std::process::id() as i32;
+        let left: Vec<procfs::Proc> =
+            procfs::descendants(me, self.group.pgid().map(Pid::as_raw), &table)
+                .into_iter()
+                .map(|e| e.proc)
+                .filter(|p| p.state != 'Z' && p.pid != self.group.pid().as_raw())
+                .collect();
+        let kill = self.config.leftovers == Leftovers::Kill || self.policy.stopping().is_some();
+        if kill {
+            self.group.signal(Signal::SIGKILL);
+            for proc in &left {
+                group::signal_pid(Pid::from_raw(proc.pid), Signal::SIGKILL);
+            }
+            if !left.is_empty() {
+                self.log_signal(Signal::SIGKILL, "leftovers");
+            }
+            let deadline = Instant::now() + REAP_GRACE;
+            while Instant::now() < deadline {
+                let live = (command_reaped && self.subreaper && group::reap_orphans())
+                    || self.group.has_members();
+                if !live {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+        for proc in left {
+            let still_there = procfs::read(proc.pid).filter(|p| p.state != 'Z');
+            if kill {
+                self.notices.detail(&format!(
+                    "killed leftover pid {} ({})",
+                    proc.pid, proc.command
+                ));
+                if let Some(stuck) = still_there {
+                    self.notices.say(&format!(
+                        "leftover pid {} ({}) did not die after KILL ({})",
+                        stuck.pid,
+                        stuck.command,
+                        procfs::blocked_on(&stuck)
+                    ));
+                    self.record.unkillable.push(ProcessInfo {
+                        pid: stuck.pid,
+                        command: stuck.command.clone(),
+                        state: Some(stuck.state.to_string()),
+                    });
+                }
+            } else {
+                self.notices.say(&format!(
+                    "pid {} ({}) outlived the command and is still running",
+                    proc.pid, proc.command
+                ));
+            }
+            self.record.leftovers.push(ProcessInfo {
+                pid: proc.pid,
+                command: proc.command,
+                state: Some(proc.state.to_string()),
+            });
+        }
+    }
+}
+
+fn children_rusage() -> report::Rusage {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
+        return report::Rusage::default();
+    };
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    report::Rusage {
+        user_cpu_seconds: report::round_ms(seconds(usage.user_time())),
+        system_cpu_seconds: report::round_ms(seconds(usage.system_time())),
+        max_rss_kib: usage.max_rss(),
+    }
+}
