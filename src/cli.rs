@@ -25,20 +25,20 @@ use saferun::{deadline, outcome, signal, units};
 #[command(name = "saferun", version, max_term_width = 100)]
 struct Cli {
     /// Wall-clock limit for the command (e.g. 5, 1.5m, 1m30s, 250ms; 0 = none).
-    #[arg(short = 't', long, value_name = "DURATION", value_parser = duration)]
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = duration, allow_hyphen_values = true)]
     timeout: Option<Limit>,
 
     /// Limit on silence: no byte on stdout or stderr for this long counts as a timeout.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = duration, allow_hyphen_values = true)]
     idle_timeout: Option<Limit>,
 
     /// Signal sent when a limit fires (TERM, SIGTERM, term, 15, …).
-    #[arg(short = 's', long, value_name = "SIG", default_value = "TERM", value_parser = signal_arg)]
+    #[arg(short = 's', long, value_name = "SIG", default_value = "TERM", value_parser = signal_arg, allow_hyphen_values = true)]
     signal: Signal,
 
     /// Send KILL if the command is still running this long after the first signal
     /// (0 = never).
-    #[arg(short = 'k', long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    #[arg(short = 'k', long, value_name = "DURATION", default_value = "5s", value_parser = duration, allow_hyphen_values = true)]
     kill_after: Limit,
 
     /// After a timeout, exit with the command's own status instead of 124.
@@ -51,7 +51,7 @@ struct Cli {
 
     /// After the command exits, keep draining output that leftover processes still hold
     /// open for this long, then stop reading and say who holds it.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration, allow_hyphen_values = true)]
     linger: Limit,
 
     /// When the command exits, also signal what is left of its process tree
@@ -91,7 +91,7 @@ struct Cli {
     on_timeout: Option<String>,
 
     /// How long --on-timeout may run before it is killed.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration, allow_hyphen_values = true)]
     on_timeout_limit: Limit,
 
     /// The command and its arguments.
@@ -99,7 +99,6 @@ struct Cli {
         value_name = "COMMAND",
         required = true,
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         num_args = 1..
     )]
     command: Vec<OsString>,

@@ -35,13 +35,17 @@ const FORWARDED: &[Signal] = &[
     Signal::SIGPWR,
     Signal::SIGTSTP,
     Signal::SIGCONT,
+    // Not forwarded: it tells saferun, as subreaper, that an orphan may need reaping.
+    Signal::SIGCHLD,
 ];
 
 /// Installs the handlers and starts the thread that reports each signal.
 pub fn install(events: Sender<Event>) -> io::Result<()> {
     let wanted: Vec<i32> = FORWARDED
         .iter()
-        .filter(|signal| **signal == Signal::SIGCONT || !ignored_at_start(**signal))
+        .filter(|signal| {
+            matches!(signal, Signal::SIGCONT | Signal::SIGCHLD) || !ignored_at_start(**signal)
+        })
         .map(|signal| *signal as i32)
         .collect();
     let mut signals = SignalsInfo::<WithOrigin>::new(&wanted)?;

@@ -174,6 +174,32 @@ pub fn reap(pid: Pid) {
     let _ = pid;
 }
 
+/// Reaps orphans (re-parented to saferun) that have exited, leaving the command itself
+/// alone, so that a long run does not collect zombies.
+pub fn reap_exited_orphans(command: Pid) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        use nix::sys::wait::{Id, waitid};
+        let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        loop {
+            match waitid(Id::All, peek) {
+                Err(Errno::EINTR) => continue,
+                Ok(status) => match status.pid() {
+                    Some(pid) if pid != command => {
+                        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+                    }
+                    // Nothing exited, or the command did: it is reaped at the end, and
+                    // any orphan behind it then too.
+                    _ => return,
+                },
+                Err(_) => return,
+            }
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = command;
+}
+
 /// Reaps every exited child (orphans re-parented to saferun) and says whether a live
 /// one remains. Call only after the command itself was reaped.
 pub fn reap_orphans() -> bool {

@@ -251,6 +251,7 @@ impl Policy {
                     None => self.begin_stop(Reason::Cancelled(signal), signal, now),
                 }
             }
+            Signal::SIGCHLD => Vec::new(),
             _ if already_delivered => Vec::new(),
             other => vec![Action::Forward(other)],
         }

@@ -140,6 +140,8 @@ pub struct Record {
     pub on_timeout: Option<OnTimeoutRun>,
     pub pipe_holders: Vec<PipeHolder>,
     pub leftovers: Vec<ProcessInfo>,
+    /// Descendants that had left the process group and were signalled one by one.
+    pub escaped: Vec<ProcessInfo>,
     pub leftovers_action: &'static str,
     pub unkillable: Vec<ProcessInfo>,
     pub rusage: Rusage,
@@ -191,6 +193,7 @@ struct Json<'a> {
     on_timeout: &'a Option<OnTimeoutRun>,
     pipe_holders: &'a [PipeHolder],
     leftovers: LeftoversJson<'a>,
+    escaped: &'a [ProcessInfo],
     unkillable: &'a [ProcessInfo],
     errors: &'a [String],
 }
@@ -265,6 +268,7 @@ pub fn to_json(record: &Record, exit_status: i32) -> String {
             action: record.leftovers_action,
             processes: &record.leftovers,
         },
+        escaped: &record.escaped,
         unkillable: &record.unkillable,
         errors: &record.errors,
     };

@@ -278,6 +278,10 @@ impl Runner<'_> {
     fn note(&mut self, event: &Event) {
         match event {
             Event::Exited(end) => self.record.child = Some(*end),
+            Event::Signal {
+                signal: Signal::SIGCHLD,
+                ..
+            } if self.subreaper => group::reap_exited_orphans(self.group.pid()),
             Event::StreamClosed { stream, end } => {
                 if let Some(open) = self.streams.iter_mut().find(|s| s.stream == *stream) {
                     open.closed = true;
@@ -441,6 +445,13 @@ impl Runner<'_> {
                     escapee.pid,
                     escapee.command
                 ));
+                if !self.record.escaped.iter().any(|e| e.pid == escapee.pid) {
+                    self.record.escaped.push(ProcessInfo {
+                        pid: escapee.pid,
+                        command: escapee.command,
+                        state: None,
+                    });
+                }
             }
         }
     }

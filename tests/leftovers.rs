@@ -1,0 +1,132 @@
+//! Processes that outlive the command: pipes held open, escapees, zombies.
+
+mod util;
+
+use std::time::Duration;
+
+use util::{alive, cleanup, eventually, read_pids, saferun, temp_dir};
+
+#[test]
+fn background_child_holding_stdout_is_named_after_linger() {
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let script = format!(
+        "sleep 30 & echo $! > {}; echo started; exit 3",
+        pids.display()
+    );
+    let out = saferun(["--linger", "0.5", "sh", "-c", &script]).run();
+    let pids = read_pids(&pids);
+    cleanup(&pids);
+    out.assert_code(3)
+        .assert_stdout("started\n")
+        .assert_faster_than(Duration::from_secs(3));
+    let holder = pids[0];
+    out.assert_stderr_contains(&format!(
+        "saferun: stdout still held by pid {holder} (sleep 30)"
+    ))
+    .assert_stderr_contains(&format!(
+        "saferun: stderr still held by pid {holder} (sleep 30)"
+    ))
+    .assert_stderr_contains(&format!("pid {holder} (sleep 30) outlived the command"));
+}
+
+#[test]
+fn output_written_by_a_lingering_child_is_delivered() {
+    let out = saferun(["sh", "-c", "(sleep 0.3; echo late) & echo early"]).run();
+    out.assert_code(0).assert_stdout("early\nlate\n");
+    assert!(out.saferun_lines().is_empty(), "{out}");
+}
+
+#[test]
+fn double_forked_term_ignoring_daemon_does_not_survive_a_timeout() {
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let report = dir.path().join("report.json");
+    // The daemon leaves the group (setsid), is orphaned (double fork), ignores TERM and
+    // keeps stdout open.
+    let daemon = format!(
+        "(setsid sh -c 'trap \"\" TERM; echo $$ > {p}; exec sleep 100' &); sleep 100",
+        p = pids.display()
+    );
+    let out = saferun([
+        "-t",
+        "0.5",
+        "-k",
+        "0.5",
+        "--report",
+        report.to_str().unwrap(),
+        "sh",
+        "-c",
+        &daemon,
+    ])
+    .run();
+    let pids = read_pids(&pids);
+    let gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
+    cleanup(&pids);
+    out.assert_code(124)
+        .assert_faster_than(Duration::from_secs(5));
+    assert_eq!(pids.len(), 1, "{out}");
+    assert!(gone, "daemon {pids:?} survived\n{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let named = |list: &serde_json::Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pid"] == pids[0] && p["command"] == "sleep 100")
+    };
+    assert!(named(&report["escaped"]), "{report:#}");
+    assert!(named(&report["diagnosis"]), "{report:#}");
+}
+
+#[test]
+fn kill_leftovers_stops_what_the_command_left() {
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let script = format!(
+        "sleep 100 >/dev/null 2>&1 & echo $! > {p}; setsid sleep 100 >/dev/null 2>&1 & echo $! >> {p}",
+        p = pids.display()
+    );
+    let out = saferun(["--kill-leftovers", "sh", "-c", &script]).run();
+    let pids = read_pids(&pids);
+    let gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
+    cleanup(&pids);
+    out.assert_code(0)
+        .assert_faster_than(Duration::from_secs(3));
+    assert!(gone, "{pids:?} survived\n{out}");
+}
+
+#[test]
+fn leftovers_fail_has_its_own_status() {
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let script = format!("sleep 100 >/dev/null 2>&1 & echo $! > {}", pids.display());
+    let out = saferun(["--leftovers=fail", "sh", "-c", &script]).run();
+    let pids = read_pids(&pids);
+    cleanup(&pids);
+    out.assert_code(122)
+        .assert_stderr_contains(&format!("pid {} (sleep 100) outlived the command", pids[0]));
+}
+
+#[test]
+fn leftovers_warn_leaves_them_running() {
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let script = format!("sleep 100 >/dev/null 2>&1 & echo $! > {}", pids.display());
+    let out = saferun(["sh", "-c", &script]).run();
+    let pids = read_pids(&pids);
+    let still = alive(pids[0]);
+    cleanup(&pids);
+    out.assert_code(0)
+        .assert_stderr_contains("outlived the command");
+    assert!(still, "warn must not kill\n{out}");
+}
+
+#[test]
+fn orphans_are_reaped_while_the_command_runs() {
+    // Ten short-lived orphans are re-parented to saferun; none may stay a zombie.
+    let script = "i=0; while [ $i -lt 10 ]; do sh -c 'sleep 0.05 &'; i=$((i+1)); done; \
+                  sleep 0.8; ps -o stat= --ppid $PPID | grep -c Z; true";
+    let out = saferun(["sh", "-c", script]).run();
+    out.assert_code(0).assert_stdout("0\n");
+}

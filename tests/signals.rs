@@ -1,0 +1,176 @@
+//! Signals saferun receives: forwarded to the group, escalated, job control, terminal.
+
+mod util;
+
+use std::path::Path;
+use std::time::Duration;
+
+use util::{alive, cleanup, eventually, read_pids, saferun, temp_dir};
+
+/// Waits until the command wrote its pid file (it is set up and trapping).
+fn wait_ready(file: &Path) -> Vec<i32> {
+    assert!(
+        eventually(Duration::from_secs(10), || !read_pids(file).is_empty()),
+        "command never got ready"
+    );
+    read_pids(file)
+}
+
+#[test]
+fn forwarded_term_reaches_the_group() {
+    let dir = temp_dir();
+    let ready = dir.path().join("ready");
+    let script = format!(
+        "trap 'echo got-term; exit 5' TERM; sleep 100 & echo $! > {}; wait",
+        ready.display()
+    );
+    let running = saferun(["sh", "-c", &script]).start();
+    let pids = wait_ready(&ready);
+    running.signal(libc::SIGTERM);
+    let out = running.wait();
+    let gone = eventually(Duration::from_secs(2), || !alive(pids[0]));
+    cleanup(&pids);
+    out.assert_code(5).assert_stdout("got-term\n");
+    assert!(gone, "the group's sleep got TERM too\n{out}");
+}
+
+#[test]
+fn forwarded_int_ends_saferun_by_int() {
+    let dir = temp_dir();
+    let ready = dir.path().join("ready");
+    let script = format!("echo $$ > {}; sleep 100", ready.display());
+    let running = saferun(["sh", "-c", &script]).start();
+    wait_ready(&ready);
+    running.signal(libc::SIGINT);
+    running.wait().assert_signal(libc::SIGINT);
+}
+
+#[test]
+fn escalation_after_a_forwarded_term() {
+    let dir = temp_dir();
+    let ready = dir.path().join("ready");
+    let script = format!("trap '' TERM; echo $$ > {}; sleep 100", ready.display());
+    let running = saferun(["-k", "0.5", "sh", "-c", &script]).start();
+    wait_ready(&ready);
+    running.signal(libc::SIGTERM);
+    let out = running.wait();
+    out.assert_signal(libc::SIGTERM)
+        .assert_faster_than(Duration::from_secs(5))
+        .assert_stderr_contains("sending KILL");
+}
+
+#[test]
+fn second_int_kills_at_once() {
+    let dir = temp_dir();
+    let ready = dir.path().join("ready");
+    let script = format!("trap '' INT TERM; echo $$ > {}; sleep 100", ready.display());
+    let running = saferun(["-k", "60", "sh", "-c", &script]).start();
+    wait_ready(&ready);
+    running.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    running.signal(libc::SIGINT);
+    let out = running.wait();
+    out.assert_signal(libc::SIGINT)
+        .assert_faster_than(Duration::from_secs(10));
+}
+
+#[test]
+fn other_signals_are_forwarded_only() {
+    let dir = temp_dir();
+    let ready = dir.path().join("ready");
+    let script = format!(
+        "trap 'echo usr1' USR1; trap 'echo usr2; exit 0' USR2; echo $$ > {}; \
+         while :; do sleep 0.05; done",
+        ready.display()
+    );
+    let running = saferun(["sh", "-c", &script]).start();
+    wait_ready(&ready);
+    running.signal(libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(400));
+    running.signal(libc::SIGUSR2);
+    running.wait().assert_code(0).assert_stdout("usr1\nusr2\n");
+}
+
+#[test]
+fn signal_ignored_at_start_stays_ignored() {
+    // As in a background job: INT is ignored before saferun starts, so the command
+    // inherits it ignored and survives its own INT.
+    let inner = format!(
+        "trap '' INT; exec {} -- sh -c 'kill -INT $$; echo survived'",
+        util::BIN
+    );
+    saferun(["sh", "-c", &inner])
+        .run()
+        .assert_code(0)
+        .assert_stdout("survived\n");
+}
+
+#[test]
+fn killing_saferun_with_kill_kills_the_command() {
+    let dir = temp_dir();
+    let ready = dir.path().join("ready");
+    let script = format!("echo $$ > {}; exec sleep 100", ready.display());
+    let running = saferun(["sh", "-c", &script]).start();
+    let pids = wait_ready(&ready);
+    running.signal(libc::SIGKILL);
+    running.wait().assert_signal(libc::SIGKILL);
+    let gone = eventually(Duration::from_secs(2), || !alive(pids[0]));
+    cleanup(&pids);
+    assert!(gone, "the command outlived saferun's KILL");
+}
+
+#[test]
+fn command_gets_default_dispositions() {
+    // saferun catches TERM and friends, ignores SIGPIPE (Rust) and may ignore TTOU; the
+    // command sees none of that: it is ignored what the test itself ignores (as after a
+    // plain exec), and nothing is blocked.
+    let status = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .unwrap()
+    };
+    let mine = std::fs::read_to_string("/proc/self/status").unwrap();
+    let out = saferun(["sh", "-c", "cat /proc/self/status"]).run();
+    out.assert_code(0);
+    let child = out.stdout_text();
+    // The test binary is Rust too and ignores SIGPIPE; a command starts with it default.
+    let sigpipe_bit = 1u64 << (libc::SIGPIPE - 1);
+    let mask = |hex: String| u64::from_str_radix(&hex, 16).unwrap();
+    let expected = mask(status(&mine, "SigIgn:")) & !sigpipe_bit;
+    assert_eq!(mask(status(&child, "SigIgn:")), expected, "{out}");
+    assert_eq!(status(&child, "SigBlk:"), "0000000000000000", "{out}");
+}
+
+#[test]
+fn command_is_the_terminals_foreground_group() {
+    if !has("script") {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    // `script` gives the run a real pseudo-terminal. Inside it, the command's group must
+    // own the terminal; afterwards the shell's group owns it again.
+    let inner = format!(
+        "{} -- sh -c 'ps -o pgid=,tpgid= -p $$'; ps -o pgid=,tpgid= -p $$",
+        util::BIN
+    );
+    let out = saferun(["script", "-qec", &inner, "/dev/null"]).run();
+    out.assert_code(0);
+    let text = out.stdout_text();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|r: &Vec<&str>| r.len() == 2)
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows[0][0], rows[0][1], "command is foreground\n{out}");
+    assert_eq!(rows[1][0], rows[1][1], "shell is foreground again\n{out}");
+    assert_ne!(rows[0][0], rows[1][0], "command had its own group\n{out}");
+}
+
+fn has(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

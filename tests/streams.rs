@@ -1,0 +1,144 @@
+//! Moving bytes: no deadlock at any volume, every byte delivered, stdin sources, and a
+//! closed reader downstream.
+
+mod util;
+
+use std::time::Duration;
+
+use util::{random_bytes, saferun, sha256, temp_dir};
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn sixty_four_mib_on_all_three_streams_at_once() {
+    let dir = temp_dir();
+    let out_file = dir.path().join("out.bin");
+    let err_file = dir.path().join("err.bin");
+    let in_hash = dir.path().join("in.sha");
+    let input = random_bytes(64 * MIB, 1);
+    let out_data = random_bytes(64 * MIB, 2);
+    let err_data = random_bytes(64 * MIB, 3);
+    std::fs::write(&out_file, &out_data).unwrap();
+    std::fs::write(&err_file, &err_data).unwrap();
+    // stdout and stderr are written concurrently while stdin is still being read.
+    let script = "cat \"$1\" >&2 & cat \"$2\" & sha256sum > \"$3\"; wait";
+    let out = saferun([
+        "-t",
+        "120",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        err_file.to_str().unwrap(),
+        out_file.to_str().unwrap(),
+        in_hash.to_str().unwrap(),
+    ])
+    .stdin_bytes(input.clone())
+    .watchdog(Duration::from_secs(120))
+    .run();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr.len());
+    assert_eq!(out.stdout.len(), out_data.len());
+    assert_eq!(sha256(&out.stdout), sha256(&out_data));
+    assert_eq!(out.stderr.len(), err_data.len());
+    assert_eq!(sha256(&out.stderr), sha256(&err_data));
+    let fed = std::fs::read_to_string(&in_hash).unwrap();
+    assert_eq!(fed.split_whitespace().next(), Some(sha256(&input).as_str()));
+}
+
+#[test]
+fn binary_bytes_pass_unchanged() {
+    let data: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let out = saferun(["cat"]).stdin_bytes(data.clone()).run();
+    out.assert_code(0);
+    assert_eq!(out.stdout, data);
+}
+
+#[test]
+fn command_that_never_reads_a_large_stdin() {
+    let out = saferun(["sh", "-c", "echo done; exit 0"])
+        .stdin_bytes(random_bytes(32 * MIB, 4))
+        .run();
+    out.assert_code(0)
+        .assert_stdout("done\n")
+        .assert_faster_than(Duration::from_secs(10));
+    assert!(out.saferun_lines().is_empty(), "no error expected\n{out}");
+}
+
+#[test]
+fn command_that_closes_stdin_early() {
+    let out = saferun(["head", "-c", "10"])
+        .stdin_bytes(random_bytes(16 * MIB, 5))
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.stdout.len(), 10);
+    assert!(out.saferun_lines().is_empty(), "{out}");
+}
+
+#[test]
+fn closed_reader_downstream_ends_like_a_plain_pipeline() {
+    let plain = "yes | head -1; echo \"${PIPESTATUS[@]}\"";
+    let wrapped = format!(
+        "{} -- yes | head -1; echo \"${{PIPESTATUS[@]}}\"",
+        util::BIN
+    );
+    let expected = saferun(["bash", "-c", plain]).run();
+    let out = saferun(["bash", "-c", &wrapped]).run();
+    out.assert_code(0)
+        .assert_faster_than(Duration::from_secs(10));
+    assert_eq!(out.stdout_text(), expected.stdout_text(), "{out}");
+    assert_eq!(out.stdout_text(), "y\n141 0\n");
+}
+
+#[test]
+fn closed_reader_with_timeout_still_reports_sigpipe() {
+    let wrapped = format!(
+        "{} -t 30 -- sh -c 'yes; exit 0' | head -c 5 >/dev/null; echo \"${{PIPESTATUS[@]}}\"",
+        util::BIN
+    );
+    // `yes` dies of SIGPIPE, the shell exits with 0 afterwards: saferun reports the shell.
+    let out = saferun(["bash", "-c", &wrapped]).run();
+    out.assert_code(0).assert_stdout("0 0\n");
+}
+
+#[test]
+fn input_string_is_fed_exactly() {
+    saferun(["--input", "a\nb", "od", "-c"])
+        .run()
+        .assert_code(0)
+        .assert_stdout("0000000   a  \\n   b\n0000003\n");
+}
+
+#[test]
+fn no_stdin_gives_dev_null() {
+    saferun(["--no-stdin", "sh", "-c", "cat; echo eof"])
+        .stdin_bytes(b"ignored".to_vec())
+        .run()
+        .assert_code(0)
+        .assert_stdout("eof\n");
+}
+
+#[test]
+fn stdin_file_and_regular_file_stdin() {
+    let dir = temp_dir();
+    let file = dir.path().join("in.txt");
+    std::fs::write(&file, "line1\nline2\n").unwrap();
+    saferun(["--stdin-file", file.to_str().unwrap(), "cat"])
+        .run()
+        .assert_stdout("line1\nline2\n");
+    // A regular file is handed over as it is: the command can seek in it.
+    saferun(["sh", "-c", "tail -n 1"])
+        .stdin_file(&file)
+        .run()
+        .assert_stdout("line2\n");
+}
+
+#[test]
+fn order_within_each_stream_is_kept() {
+    let script = "i=0; while [ $i -lt 2000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
+    let out = saferun(["sh", "-c", script]).run();
+    out.assert_code(0);
+    let expected_out: String = (0..2000).map(|i| format!("out{i}\n")).collect();
+    let expected_err: String = (0..2000).map(|i| format!("err{i}\n")).collect();
+    assert_eq!(out.stdout_text(), expected_out);
+    assert_eq!(out.stderr_text(), expected_err);
+}

@@ -1,0 +1,125 @@
+//! Wall-clock and idle limits, escalation, and that a timeout stops the whole tree.
+
+mod util;
+
+use std::time::Duration;
+
+use util::{alive, cleanup, eventually, read_pids, saferun, temp_dir};
+
+#[test]
+fn timeout_stops_the_whole_tree() {
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let script = format!(
+        "sleep 100 & echo $! > {p}; sleep 100 & echo $! >> {p}; echo $$ >> {p}; wait",
+        p = pids.display()
+    );
+    let out = saferun(["-t", "0.5", "sh", "-c", &script]).run();
+    out.assert_code(124)
+        .assert_faster_than(Duration::from_secs(5));
+    let pids = read_pids(&pids);
+    assert_eq!(pids.len(), 3, "{out}");
+    let all_gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
+    cleanup(&pids);
+    assert!(all_gone, "survivors among {pids:?}\n{out}");
+}
+
+#[test]
+fn kill_reaches_the_whole_tree_too() {
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let script = format!(
+        "trap '' TERM; sh -c 'trap \"\" TERM; sleep 100' & echo $! > {p}; sleep 100; wait",
+        p = pids.display()
+    );
+    let out = saferun(["-t", "0.3", "-k", "0.3", "sh", "-c", &script]).run();
+    out.assert_code(137)
+        .assert_faster_than(Duration::from_secs(5));
+    let pids = read_pids(&pids);
+    let all_gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
+    cleanup(&pids);
+    assert!(all_gone, "survivors among {pids:?}\n{out}");
+}
+
+#[test]
+fn stopped_command_still_times_out() {
+    let out = saferun(["-t", "0.3", "sh", "-c", "kill -STOP $$; sleep 10"]).run();
+    out.assert_code(124)
+        .assert_faster_than(Duration::from_secs(4));
+}
+
+#[test]
+fn kill_after_zero_never_escalates() {
+    // The command ignores TERM for a while, then leaves on its own: no KILL was sent.
+    let script = "trap 'echo got-term; sleep 1; exit 3' TERM; sleep 10 & wait";
+    let out = saferun(["-t", "0.2", "-k", "0", "-p", "sh", "-c", script]).run();
+    out.assert_code(3).assert_stdout("got-term\n");
+}
+
+#[test]
+fn idle_timeout_fires_on_silence() {
+    let out = saferun(["--idle-timeout", "0.5", "sh", "-c", "echo hello; sleep 10"]).run();
+    out.assert_code(124)
+        .assert_stdout("hello\n")
+        .assert_stderr_contains("no output for 500ms")
+        .assert_faster_than(Duration::from_secs(5));
+}
+
+#[test]
+fn idle_timeout_spares_a_chatty_command() {
+    let script = "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.15; done";
+    let out = saferun(["--idle-timeout", "0.8", "sh", "-c", script]).run();
+    out.assert_code(0).assert_stdout("1\n2\n3\n4\n5\n6\n7\n8\n");
+}
+
+#[test]
+fn stderr_counts_as_output_too() {
+    let script = "for i in 1 2 3 4 5 6; do echo $i >&2; sleep 0.15; done";
+    saferun(["--idle-timeout", "0.8", "sh", "-c", script])
+        .run()
+        .assert_code(0);
+}
+
+#[test]
+fn huge_and_tiny_durations() {
+    saferun(["-t", "inf", "true"]).run().assert_code(0);
+    saferun(["-t", "99999999999d", "-k", "1e300", "true"])
+        .run()
+        .assert_code(0);
+    // A tiny timeout is a timeout, not "no limit".
+    saferun(["-t", "1e-9", "sleep", "10"])
+        .run()
+        .assert_code(124);
+    saferun(["-t", "0", "sh", "-c", "sleep 0.2; exit 5"])
+        .run()
+        .assert_code(5);
+}
+
+#[test]
+fn deadline_is_exported() {
+    let out = saferun(["-t", "60", "sh", "-c", "echo $SAFERUN_DEADLINE"]).run();
+    out.assert_code(0);
+    let value: f64 = out.stdout_text().trim().parse().expect("a number");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        value > now + 50.0 && value < now + 61.0,
+        "{value} vs {now}\n{out}"
+    );
+}
+
+#[test]
+fn nested_saferun_stops_the_inner_command_first() {
+    let inner = format!("{} -t 60 sleep 100; echo inner-status=$?", util::BIN);
+    let out = saferun(["-t", "2", "sh", "-c", &inner]).run();
+    out.assert_code(0)
+        .assert_stdout("inner-status=124\n")
+        .assert_stderr_contains("enclosing saferun's deadline")
+        .assert_faster_than(Duration::from_secs(5));
+    assert!(
+        !out.stderr_text().contains("timed out after 2s"),
+        "the outer limit must not fire\n{out}"
+    );
+}
