@@ -10,7 +10,8 @@ use clap::{Parser, ValueEnum};
 use nix::sys::signal::Signal;
 
 use saferun::config::{
-    Config, Leftovers, Limits, OnTimeout, OutputConfig, ReportTarget, StdinSource,
+    CapAction, Config, Leftovers, Limits, OnTimeout, OutputConfig, ReportTarget, StdinSource,
+    Timestamps,
 };
 use saferun::{deadline, outcome, signal, units};
 
@@ -81,6 +82,56 @@ struct Cli {
     #[arg(long, group = "input_source")]
     no_stdin: bool,
 
+    /// Write the command's stdout to this file instead of saferun's stdout.
+    #[arg(short = 'o', long, value_name = "PATH")]
+    stdout_file: Option<PathBuf>,
+
+    /// Write the command's stderr to this file instead of saferun's stderr.
+    #[arg(short = 'e', long, value_name = "PATH")]
+    stderr_file: Option<PathBuf>,
+
+    /// Append to the --stdout-file/--stderr-file instead of truncating.
+    #[arg(long)]
+    append: bool,
+
+    /// A stream written to a file also passes through to saferun's own stream.
+    #[arg(long)]
+    tee: bool,
+
+    /// Send the command's stderr into its stdout (one pipe, the order the kernel saw).
+    #[arg(long)]
+    merge: bool,
+
+    /// Per stream, keep at most SIZE bytes: the first half as it comes, the last half at
+    /// the end after a "[saferun: N bytes elided]" line (e.g. 1M, 64K, 10MB).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    max_output: Option<u64>,
+
+    /// What reaching --max-output does: drop the middle, or kill (treated like a timeout).
+    #[arg(long, value_name = "ACTION", value_enum, default_value_t = CapArg::Drop)]
+    on_max_output: CapArg,
+
+    /// Prefix every line with TEMPLATE, where {stream} is out/err, {pid} the command's pid
+    /// and {command} the command word. Each line is written whole with one write.
+    #[arg(long, value_name = "TEMPLATE")]
+    prefix: Option<String>,
+
+    /// Prefix every line with a time: seconds since start (elapsed, the default), utc or
+    /// local.
+    #[arg(
+        long,
+        value_name = "CLOCK",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "elapsed"
+    )]
+    timestamps: Option<TimestampsArg>,
+
+    /// Hold all output and print it only if saferun exits non-zero (as chronic does).
+    #[arg(long)]
+    quiet_unless_fail: bool,
+
     /// Write a JSON record of the run to PATH (- for stderr), however it ends.
     #[arg(long, value_name = "PATH")]
     report: Option<PathBuf>,
@@ -105,6 +156,19 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum CapArg {
+    Drop,
+    Kill,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TimestampsArg {
+    Elapsed,
+    Utc,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum LeftoversArg {
     Warn,
     Fail,
@@ -119,6 +183,10 @@ fn duration(text: &str) -> Result<Limit, String> {
     units::parse_duration(text)
         .map(Limit)
         .map_err(|e| format!("{e}; expected {}", units::DURATION_FORM))
+}
+
+fn size(text: &str) -> Result<u64, String> {
+    units::parse_size(text).map_err(|e| format!("{e}; expected {}", units::SIZE_FORM))
 }
 
 fn signal_arg(text: &str) -> Result<Signal, String> {
@@ -201,7 +269,25 @@ fn into_config(cli: Cli) -> Config {
         leftovers,
         verbose: cli.verbose,
         stdin,
-        output: OutputConfig::default(),
+        output: OutputConfig {
+            stdout_file: cli.stdout_file,
+            stderr_file: cli.stderr_file,
+            append: cli.append,
+            tee: cli.tee,
+            merge: cli.merge,
+            max_output: cli.max_output,
+            on_max_output: match cli.on_max_output {
+                CapArg::Drop => CapAction::Drop,
+                CapArg::Kill => CapAction::Kill,
+            },
+            prefix: cli.prefix,
+            timestamps: cli.timestamps.map(|t| match t {
+                TimestampsArg::Elapsed => Timestamps::Elapsed,
+                TimestampsArg::Utc => Timestamps::Utc,
+                TimestampsArg::Local => Timestamps::Local,
+            }),
+            quiet_unless_fail: cli.quiet_unless_fail,
+        },
         report,
         on_timeout: cli.on_timeout.map(|command| OnTimeout {
             command,

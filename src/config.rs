@@ -69,8 +69,14 @@ pub enum StdinSource {
 /// How the command's stdout and stderr are shaped on their way out.
 #[derive(Debug, Clone, Default)]
 pub struct OutputConfig {
-    pub stdout: Destination,
-    pub stderr: Destination,
+    /// `-o`: stdout to this file instead of saferun's own stdout.
+    pub stdout_file: Option<PathBuf>,
+    /// `-e`: stderr to this file.
+    pub stderr_file: Option<PathBuf>,
+    /// `--append` to those files instead of truncating them.
+    pub append: bool,
+    /// `--tee`: a stream written to a file also passes through.
+    pub tee: bool,
     /// `--merge`: stderr goes into the stdout pipe.
     pub merge: bool,
     /// `--max-output`: per-stream cap in bytes.
@@ -81,17 +87,6 @@ pub struct OutputConfig {
     pub timestamps: Option<Timestamps>,
     /// `--quiet-unless-fail`.
     pub quiet_unless_fail: bool,
-}
-
-/// Where one stream ends up.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Destination {
-    /// `-o` / `-e`: a file instead of saferun's own stream.
-    pub file: Option<PathBuf>,
-    /// `--append` to that file.
-    pub append: bool,
-    /// `--tee`: also pass through to saferun's own stream.
-    pub tee: bool,
 }
 
 /// What reaching `--max-output` does.

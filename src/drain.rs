@@ -20,6 +20,9 @@ use crate::sink::{Sink, SinkError};
 
 const BUFFER_SIZE: usize = 128 * 1024;
 
+/// How long a partial line waits for its end before it is written as it is.
+const PARTIAL_LINE_PAUSE: Duration = Duration::from_millis(100);
+
 /// When the command last produced output, shared by every drain and read by the main
 /// thread for `--idle-timeout`.
 #[derive(Debug)]
@@ -82,6 +85,13 @@ pub struct Drain {
     pub events: Sender<Event>,
 }
 
+/// What woke a drain waiting for data.
+enum Wake {
+    Readable,
+    Stop,
+    Pause,
+}
+
 impl Drain {
     pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
         thread::Builder::new()
@@ -91,11 +101,12 @@ impl Drain {
     }
 
     fn run(mut self) {
-        let mut end = self.pump();
-        if let Err(error) = self.sink.finish()
-            && !matches!(end, StreamEnd::WriteFailed { .. })
-        {
-            end = stream_end(error);
+        let mut failed = false;
+        let mut end = self.pump(&mut failed);
+        if !failed && let Err(error) = self.sink.finish() {
+            end = self
+                .on_sink_error(error, &mut failed)
+                .unwrap_or(StreamEnd::WriteFailed);
         }
         let Drain {
             stream,
@@ -109,36 +120,56 @@ impl Drain {
         let _ = events.send(Event::StreamClosed { stream, end });
     }
 
-    fn pump(&mut self) -> StreamEnd {
+    fn pump(&mut self, failed: &mut bool) -> StreamEnd {
         // Non-blocking reads, so that a stop request is seen even while the pipe is
         // silent; the command's own end of the pipe is unaffected.
         let _ = fcntl(&self.pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
         let mut buffer = vec![0u8; BUFFER_SIZE];
         loop {
             match nix::unistd::read(&self.pipe, &mut buffer) {
-                Ok(0) => return StreamEnd::Eof,
+                Ok(0) => return self.eof(*failed),
                 Ok(n) => {
-                    if let Err(error) = self.deliver(&buffer[..n]) {
-                        return stream_end(error);
+                    if let Err(error) = self.deliver(&buffer[..n], *failed)
+                        && let Some(end) = self.on_sink_error(error, failed)
+                    {
+                        return end;
                     }
                 }
                 Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => {
-                    if self.wait_readable() {
-                        continue;
+                Err(Errno::EAGAIN) => match self.wait() {
+                    Wake::Readable => continue,
+                    Wake::Pause => {
+                        if let Err(error) = self.sink.flush_partial()
+                            && let Some(end) = self.on_sink_error(error, failed)
+                        {
+                            return end;
+                        }
                     }
-                    return self.drain_buffered(&mut buffer);
-                }
-                Err(_) => return StreamEnd::Eof,
+                    Wake::Stop => return self.drain_buffered(&mut buffer, failed),
+                },
+                Err(_) => return self.eof(*failed),
             }
         }
     }
 
-    fn deliver(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+    fn eof(&self, failed: bool) -> StreamEnd {
+        if failed {
+            StreamEnd::WriteFailed
+        } else {
+            StreamEnd::Eof
+        }
+    }
+
+    /// Counts a chunk and hands it to the sink (unless an earlier write failed: then the
+    /// chunk is dropped, so the command never blocks while saferun stops it).
+    fn deliver(&mut self, bytes: &[u8], failed: bool) -> Result<(), SinkError> {
         self.stats
             .read
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.activity.touch();
+        if failed {
+            return Ok(());
+        }
         self.activity.writing.fetch_add(1, Ordering::Relaxed);
         let result = self.sink.write(bytes);
         self.activity.touch();
@@ -146,46 +177,75 @@ impl Drain {
         result
     }
 
-    /// Blocks until the pipe has data or hang-up (`true`) or saferun asks to stop (`false`).
-    fn wait_readable(&self) -> bool {
+    /// A reader that left ends the drain at once; a failed write is reported and the
+    /// drain goes on discarding (`None`).
+    fn on_sink_error(&mut self, error: SinkError, failed: &mut bool) -> Option<StreamEnd> {
+        match error {
+            SinkError::ReaderGone => Some(StreamEnd::ReaderGone),
+            SinkError::Failed { what, error } => {
+                if !*failed {
+                    *failed = true;
+                    let _ = self.events.send(Event::WriteFailed {
+                        stream: self.stream,
+                        what,
+                        error,
+                    });
+                }
+                None
+            }
+        }
+    }
+
+    /// Blocks until the pipe has data or hang-up, saferun asks to stop, or a partial line
+    /// has waited long enough.
+    fn wait(&self) -> Wake {
+        let timeout = if self.sink.partial_pending() {
+            PollTimeout::try_from(PARTIAL_LINE_PAUSE).unwrap_or(PollTimeout::NONE)
+        } else {
+            PollTimeout::NONE
+        };
         loop {
             let mut fds = [
                 PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.stop.0.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, timeout) {
                 Err(Errno::EINTR) => continue,
-                Err(_) => return true,
+                Err(_) => return Wake::Readable,
+                Ok(0) => return Wake::Pause,
                 Ok(_) => {
                     // A stop request wins over more data: a leftover that keeps writing
                     // must not keep saferun reading forever.
-                    return fds[1].revents().is_none_or(|r| r.is_empty());
+                    return if fds[1].revents().is_none_or(|r| r.is_empty()) {
+                        Wake::Readable
+                    } else {
+                        Wake::Stop
+                    };
                 }
             }
         }
     }
 
     /// On a stop request, delivers what is already in the pipe (bounded), then gives up.
-    fn drain_buffered(&mut self, buffer: &mut [u8]) -> StreamEnd {
+    fn drain_buffered(&mut self, buffer: &mut [u8], failed: &mut bool) -> StreamEnd {
         for _ in 0..16 {
             match nix::unistd::read(&self.pipe, buffer) {
-                Ok(0) => return StreamEnd::Eof,
+                Ok(0) => return self.eof(*failed),
                 Ok(n) => {
-                    if let Err(error) = self.deliver(&buffer[..n]) {
-                        return stream_end(error);
+                    if let Err(error) = self.deliver(&buffer[..n], *failed)
+                        && let Some(end) = self.on_sink_error(error, failed)
+                    {
+                        return end;
                     }
                 }
                 Err(Errno::EINTR) => continue,
                 Err(_) => break,
             }
         }
-        StreamEnd::Stopped
-    }
-}
-
-fn stream_end(error: SinkError) -> StreamEnd {
-    match error {
-        SinkError::ReaderGone => StreamEnd::ReaderGone,
-        SinkError::Failed { what, error } => StreamEnd::WriteFailed { what, error },
+        if *failed {
+            StreamEnd::WriteFailed
+        } else {
+            StreamEnd::Stopped
+        }
     }
 }

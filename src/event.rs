@@ -38,8 +38,9 @@ pub enum StreamEnd {
     ReaderGone,
     /// The main thread told the drain to stop (linger ran out or the run is ending).
     Stopped,
-    /// Writing to the destination failed (disk full, …): saferun's own failure.
-    WriteFailed { what: String, error: std::io::Error },
+    /// Writing to the destination failed earlier (see [`Event::WriteFailed`]); the drain
+    /// went on reading and discarding so the command never blocked.
+    WriteFailed,
 }
 
 /// Everything the main thread reacts to.
@@ -55,6 +56,12 @@ pub enum Event {
     StreamClosed { stream: Stream, end: StreamEnd },
     /// A stream reached `--max-output` under `--on-max-output=kill`.
     CapReached(Stream),
+    /// Writing a stream to its destination failed (disk full, …): saferun's own failure.
+    WriteFailed {
+        stream: Stream,
+        what: String,
+        error: std::io::Error,
+    },
     /// saferun itself received a signal. `from_kernel` marks one the terminal generated
     /// (Ctrl-C and friends) rather than one sent with `kill`.
     Signal { signal: Signal, from_kernel: bool },

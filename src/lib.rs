@@ -2,7 +2,7 @@
 //! limit, never eats unbounded memory, and always says how it ended.
 //!
 //! The data flow, argv to exit status:
-//! [`config`] (what to do) → [`run`] wires [`spawn`], [`feed`], [`drain`] into [`sink`]s,
+//! [`config`] (what to do) → [`run`] wires [`spawn`], [`feed`], [`drain`] into [`sink`]s (built by [`output`]),
 //! [`forward`] and the waiter in [`group`], all sending [`event`]s to one loop that asks
 //! [`policy`] what to do → [`outcome`] picks the exit status → [`report`] says what
 //! happened.
@@ -16,6 +16,7 @@ pub mod feed;
 pub mod forward;
 pub mod group;
 pub mod outcome;
+pub mod output;
 pub mod policy;
 pub mod procfs;
 pub mod report;

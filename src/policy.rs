@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::config::Limits;
-use crate::event::{Event, StreamEnd};
+use crate::event::Event;
 
 /// Why saferun started stopping the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,15 +164,23 @@ impl Policy {
                 actions.extend(self.finish_if_drained());
                 actions
             }
-            Event::StreamClosed { end, .. } => {
+            Event::StreamClosed { .. } => {
                 self.open_streams = self.open_streams.saturating_sub(1);
-                let mut actions = Vec::new();
-                if matches!(end, StreamEnd::WriteFailed { .. }) && self.stopping.is_none() {
-                    actions.extend(self.begin_stop(Reason::Failed, self.limits.signal, now));
-                }
-                actions.extend(self.finish_if_drained());
-                actions
+                self.finish_if_drained()
             }
+            Event::WriteFailed { .. } => match self.stopping {
+                Some(_) => Vec::new(),
+                None if self.exited_at.is_some() => {
+                    self.stopping = Some(Stopping {
+                        reason: Reason::Failed,
+                        began: now,
+                        kill_at: None,
+                        killed_at: None,
+                    });
+                    Vec::new()
+                }
+                None => self.begin_stop(Reason::Failed, self.limits.signal, now),
+            },
             Event::CapReached(_) => {
                 if self.stopping.is_none() && self.exited_at.is_none() {
                     self.begin_stop(Reason::Cap, self.limits.signal, now)
@@ -386,7 +394,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ChildEnd, Stream};
+    use crate::event::{ChildEnd, Stream, StreamEnd};
 
     fn limits() -> Limits {
         Limits {
@@ -606,12 +614,10 @@ mod tests {
     fn write_failure_stops_the_command() {
         let t0 = Instant::now();
         let mut p = Policy::new(limits(), Mode::default(), 2, t0);
-        let failed = Event::StreamClosed {
+        let failed = Event::WriteFailed {
             stream: Stream::Stdout,
-            end: StreamEnd::WriteFailed {
-                what: "/dev/full".into(),
-                error: std::io::Error::other("full"),
-            },
+            what: "/dev/full".into(),
+            error: std::io::Error::other("full"),
         };
         assert_eq!(p.handle(&failed, t0), vec![Action::Signal(Signal::SIGTERM)]);
         assert_eq!(p.stopping().unwrap().reason, Reason::Failed);

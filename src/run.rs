@@ -2,7 +2,7 @@
 //! owns the clock. Decisions come from [`Policy`]; this file only carries them out.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
@@ -22,11 +22,12 @@ use crate::feed;
 use crate::forward;
 use crate::group::{self, Group, Terminal};
 use crate::outcome::{self, Ending, Exit};
+use crate::output::{self, StreamSetup};
 use crate::policy::{Action, Mode, Policy, Reason};
 use crate::procfs;
 use crate::report::{self, Notices, PipeHolder, ProcessInfo, Record, SentSignal, human};
 use crate::signal::short_name;
-use crate::sink::{Passthrough, Sink};
+use crate::sink::CapStats;
 use crate::spawn::{self, Setup, Wiring};
 
 /// After the drains are told to stop, how long saferun waits for them to deliver what
@@ -83,8 +84,18 @@ pub fn run(config: &Config) -> Result<Exit> {
         }
         None => stdin.stdio,
     };
+    let mut files = output::open_files(&config.output)?;
     let (out_reader, out_writer) = std::io::pipe().context("cannot create a pipe")?;
-    let (err_reader, err_writer) = std::io::pipe().context("cannot create a pipe")?;
+    let (err_reader, err_writer) = if config.output.merge {
+        // One pipe for both: the order the kernel saw.
+        (
+            None,
+            out_writer.try_clone().context("cannot create a pipe")?,
+        )
+    } else {
+        let (reader, writer) = std::io::pipe().context("cannot create a pipe")?;
+        (Some(reader), writer)
+    };
 
     let mut env = Vec::new();
     if let Some(export) = effective.export {
@@ -128,15 +139,36 @@ pub fn run(config: &Config) -> Result<Exit> {
     let activity = Arc::new(Activity::new(start));
     let (stop_tx, stop_rx) = stop_channel().context("cannot create a pipe")?;
     let mut streams = Vec::new();
-    for (stream, reader) in [(Stream::Stdout, out_reader), (Stream::Stderr, err_reader)] {
+    let mut held = Vec::new();
+    let command_word = record.argv.first().cloned().unwrap_or_default();
+    let pipes = [
+        (Stream::Stdout, Some(out_reader)),
+        (Stream::Stderr, err_reader),
+    ];
+    for (stream, reader) in pipes {
+        let Some(reader) = reader else {
+            record.stream_mut(stream).end = "none";
+            continue;
+        };
         let pipe = OwnedFd::from(reader);
         let inode = nix::sys::stat::fstat(&pipe).map(|s| s.st_ino).unwrap_or(0);
         let stats = Arc::new(StreamStats::default());
-        let sink = passthrough(stream)?;
+        let built = files.build(StreamSetup {
+            stream,
+            config: &config.output,
+            pid: pid.as_raw(),
+            command: &command_word,
+            start,
+            notices,
+            events: events_tx.clone(),
+        })?;
+        if let Some(output) = built.held {
+            held.push((stream, output));
+        }
         Drain {
             stream,
             pipe,
-            sink,
+            sink: built.sink,
             stop: stop_rx.clone(),
             activity: activity.clone(),
             stats: stats.clone(),
@@ -148,6 +180,7 @@ pub fn run(config: &Config) -> Result<Exit> {
             stream,
             inode,
             stats,
+            cap: built.cap,
             closed: false,
         });
     }
@@ -173,24 +206,9 @@ pub fn run(config: &Config) -> Result<Exit> {
     };
     runner.main_loop(&events, &activity);
     let exit = runner.finish(&events, stdin.file.as_ref(), &fed);
+    output::release_held(&held, outcome::is_failure(exit), &notices);
     finish_report(&report_path, &runner.record, exit, &notices);
     Ok(exit)
-}
-
-/// The sink for a stream: saferun's own stdout or stderr.
-fn passthrough(stream: Stream) -> Result<Box<dyn Sink>> {
-    let fd = match stream {
-        Stream::Stdout => std::io::stdout().as_fd().try_clone_to_owned(),
-        Stream::Stderr => std::io::stderr().as_fd().try_clone_to_owned(),
-    };
-    match fd {
-        Ok(fd) => Ok(Box::new(Passthrough::new(File::from(fd), stream.name()))),
-        // saferun's own stream is closed: what the command writes there goes nowhere.
-        Err(_) => Ok(Box::new(Passthrough::new(
-            File::options().write(true).open("/dev/null")?,
-            stream.name(),
-        ))),
-    }
 }
 
 /// Opens (creates) the report file up front, so that an unwritable path is a usage error
@@ -227,6 +245,7 @@ struct OpenStream {
     /// The pipe's inode, to find who else holds it.
     inode: u64,
     stats: Arc<StreamStats>,
+    cap: Option<Arc<CapStats>>,
     closed: bool,
 }
 
@@ -290,12 +309,7 @@ impl Runner<'_> {
                     StreamEnd::Eof => "eof",
                     StreamEnd::ReaderGone => "reader_gone",
                     StreamEnd::Stopped => "stopped",
-                    StreamEnd::WriteFailed { what, error } => {
-                        let message = format!("cannot write {what}: {error}");
-                        self.notices.say(&message);
-                        self.record.errors.push(message);
-                        "write_failed"
-                    }
+                    StreamEnd::WriteFailed => "write_failed",
                 };
                 if matches!(end, StreamEnd::ReaderGone) {
                     self.notices.detail(&format!(
@@ -305,6 +319,11 @@ impl Runner<'_> {
                     ));
                 }
                 self.record.stream_mut(*stream).end = word;
+            }
+            Event::WriteFailed { what, error, .. } => {
+                let message = format!("cannot write {what}: {error}");
+                self.notices.say(&message);
+                self.record.errors.push(message);
             }
             _ => {}
         }
@@ -518,6 +537,10 @@ impl Runner<'_> {
                 Stream::Stderr => &mut self.record.stderr,
             };
             record.bytes = open.stats.read.load(Ordering::Relaxed);
+            if let Some(cap) = &open.cap {
+                record.elided = cap.elided.load(Ordering::Relaxed);
+                record.truncated = record.elided > 0;
+            }
             if !open.closed {
                 record.end = "unfinished";
             }

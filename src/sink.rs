@@ -1,8 +1,27 @@
-//! Where a stream's bytes go. A drain writes every chunk into one [`Sink`]; options that
-//! shape output are sinks wrapping sinks, so they compose without special cases.
+//! Where a stream's bytes go. A drain writes every chunk into one [`Sink`]; each output
+//! option is a sink wrapping another, so they compose without special cases:
+//!
+//! ```text
+//! drain ─▶ Cap (--max-output) ─▶ Lines (--prefix/--timestamps) ─▶ Fanout ─┬▶ file (-o/-e)
+//!                                                                          └▶ [Hold (--quiet-unless-fail)] ─▶ saferun's own stream
+//! ```
+//!
+//! Every sink holds a fixed amount of memory whatever the volume: the cap's tail ring is
+//! bounded by the cap (and moves to an unnamed temporary file past 8 MiB), held output
+//! spills to an unnamed temporary file past 1 MiB.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use crossbeam_channel::Sender;
+
+use crate::config::Timestamps;
+use crate::event::{Event, Stream};
+use crate::report::Notices;
 
 /// Why a sink refused bytes.
 #[derive(Debug)]
@@ -16,36 +35,766 @@ pub enum SinkError {
 pub trait Sink: Send {
     /// Takes the next chunk of the command's output.
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError>;
+
     /// The stream ended: write whatever was held back.
     fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
-}
 
-/// saferun's own stdout or stderr, written with plain `write(2)` calls (no buffering, so
-/// output appears as soon as the command wrote it).
-pub struct Passthrough {
-    out: File,
-    what: &'static str,
-}
+    /// Whether a partial line is waiting for its end; the drain then calls
+    /// [`Sink::flush_partial`] after a short pause without input.
+    fn partial_pending(&self) -> bool {
+        false
+    }
 
-impl Passthrough {
-    /// `out` is a duplicate of saferun's stdout or stderr; `what` names it in errors.
-    pub fn new(out: File, what: &'static str) -> Passthrough {
-        Passthrough { out, what }
+    fn flush_partial(&mut self) -> Result<(), SinkError> {
+        Ok(())
     }
 }
 
-impl Sink for Passthrough {
+/// A file or one of saferun's own streams, written with plain `write(2)` calls (no
+/// buffering, so output appears as soon as the command wrote it).
+pub struct Destination {
+    out: File,
+    what: String,
+    /// EPIPE means "the reader went away" (saferun's own stdout/stderr), not a failure.
+    reader_may_leave: bool,
+}
+
+impl Destination {
+    /// saferun's own stdout or stderr (`out` is a duplicate of it).
+    pub fn own_stream(out: File, stream: Stream) -> Destination {
+        Destination {
+            out,
+            what: format!("saferun's {}", stream.name()),
+            reader_may_leave: true,
+        }
+    }
+
+    /// A file named with `-o`/`-e`; `what` names it in errors.
+    pub fn file(out: File, what: String) -> Destination {
+        Destination {
+            out,
+            what,
+            reader_may_leave: false,
+        }
+    }
+}
+
+impl Sink for Destination {
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.out
-            .write_all(bytes)
-            .map_err(|error| match error.kind() {
-                io::ErrorKind::BrokenPipe => SinkError::ReaderGone,
-                _ => SinkError::Failed {
-                    what: self.what.to_string(),
+        self.out.write_all(bytes).map_err(|error| {
+            if self.reader_may_leave && error.kind() == io::ErrorKind::BrokenPipe {
+                SinkError::ReaderGone
+            } else {
+                SinkError::Failed {
+                    what: self.what.clone(),
+                    error,
+                }
+            }
+        })
+    }
+}
+
+/// The same bytes to several destinations (`--tee`). One whose reader left is dropped;
+/// the stream counts as gone only when every destination is.
+pub struct Fanout {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Fanout {
+    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Fanout {
+        Fanout { sinks }
+    }
+
+    fn each(
+        &mut self,
+        mut f: impl FnMut(&mut Box<dyn Sink>) -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
+        let mut index = 0;
+        while index < self.sinks.len() {
+            match f(&mut self.sinks[index]) {
+                Ok(()) => index += 1,
+                Err(SinkError::ReaderGone) => {
+                    self.sinks.remove(index);
+                }
+                Err(failed) => return Err(failed),
+            }
+        }
+        if self.sinks.is_empty() {
+            Err(SinkError::ReaderGone)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Sink for Fanout {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.each(|s| s.write(bytes))
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.each(|s| s.finish())
+    }
+}
+
+/// Output held back for `--quiet-unless-fail`: memory up to a small bound, then an
+/// unnamed temporary file. The main thread releases or discards it when the exit status
+/// is known.
+#[derive(Debug)]
+pub struct Held {
+    memory: Vec<u8>,
+    spill: Option<File>,
+    len: u64,
+    error: Option<io::Error>,
+}
+
+/// Shared handle to held output.
+pub type HeldOutput = Arc<Mutex<Held>>;
+
+const HOLD_IN_MEMORY: usize = 1 << 20;
+
+impl Held {
+    pub fn new() -> HeldOutput {
+        Arc::new(Mutex::new(Held {
+            memory: Vec::new(),
+            spill: None,
+            len: 0,
+            error: None,
+        }))
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.len += bytes.len() as u64;
+        if self.spill.is_none() && self.memory.len() + bytes.len() <= HOLD_IN_MEMORY {
+            self.memory.extend_from_slice(bytes);
+            return Ok(());
+        }
+        if self.spill.is_none() {
+            let mut file = tempfile::tempfile()?;
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.spill = Some(file);
+        }
+        self.spill.as_mut().map_or(Ok(()), |f| f.write_all(bytes))
+    }
+
+    /// Bytes held so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes everything held to `out`.
+    pub fn release(&mut self, out: &mut impl Write) -> io::Result<()> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        match &mut self.spill {
+            None => out.write_all(&self.memory),
+            Some(file) => {
+                file.seek(SeekFrom::Start(0))?;
+                io::copy(file, out).map(drop)
+            }
+        }
+    }
+}
+
+/// Keeps output for `--quiet-unless-fail` instead of passing it on.
+pub struct Hold {
+    held: HeldOutput,
+}
+
+impl Hold {
+    pub fn new(held: HeldOutput) -> Hold {
+        Hold { held }
+    }
+}
+
+impl Sink for Hold {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.push(bytes).map_err(|error| SinkError::Failed {
+            what: "a temporary file for --quiet-unless-fail".into(),
+            error,
+        })
+    }
+}
+
+/// Per-stream figures a cap reports.
+#[derive(Debug, Default)]
+pub struct CapStats {
+    pub elided: AtomicU64,
+}
+
+/// `--max-output`: the first half passes as it comes, the last half is held in a ring
+/// and written at the end after one `[saferun: N bytes elided]` line.
+pub struct Cap {
+    inner: Box<dyn Sink>,
+    head_left: u64,
+    ring: Ring,
+    limit: u64,
+    total: u64,
+    last_head_byte: Option<u8>,
+    stats: Arc<CapStats>,
+    stream: Stream,
+    notices: Notices,
+    /// Under `--on-max-output=kill`: where to say the cap was reached.
+    kill: Option<Sender<Event>>,
+    reached: bool,
+}
+
+impl Cap {
+    pub fn new(
+        inner: Box<dyn Sink>,
+        limit: u64,
+        stream: Stream,
+        stats: Arc<CapStats>,
+        notices: Notices,
+        kill: Option<Sender<Event>>,
+    ) -> io::Result<Cap> {
+        let head = limit.div_ceil(2);
+        Ok(Cap {
+            inner,
+            head_left: head,
+            ring: Ring::new(limit - head)?,
+            limit,
+            total: 0,
+            last_head_byte: None,
+            stats,
+            stream,
+            notices,
+            kill,
+            reached: false,
+        })
+    }
+}
+
+impl Sink for Cap {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.total += bytes.len() as u64;
+        let head_len = (bytes.len() as u64).min(self.head_left) as usize;
+        let (head, tail) = bytes.split_at(head_len);
+        if !head.is_empty() {
+            self.head_left -= head.len() as u64;
+            self.last_head_byte = head.last().copied();
+            self.inner.write(head)?;
+        }
+        if !tail.is_empty() {
+            self.ring.push(tail).map_err(|error| SinkError::Failed {
+                what: "a temporary file for --max-output".into(),
+                error,
+            })?;
+        }
+        if self.total > self.limit {
+            self.stats
+                .elided
+                .store(self.total - self.limit, Ordering::Relaxed);
+            if !self.reached {
+                self.reached = true;
+                self.notices.detail(&format!(
+                    "{} passed --max-output ({} bytes); keeping the first and last halves",
+                    self.stream.name(),
+                    self.limit
+                ));
+                if let Some(events) = &self.kill {
+                    let _ = events.send(Event::CapReached(self.stream));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        if self.total > self.limit {
+            let elided = self.total - self.limit;
+            let newline = if matches!(self.last_head_byte, Some(b'\n') | None) {
+                ""
+            } else {
+                "\n"
+            };
+            let marker = format!("{newline}[saferun: {elided} bytes elided]\n");
+            self.inner.write(marker.as_bytes())?;
+        }
+        let inner = &mut self.inner;
+        self.ring
+            .drain(|chunk| inner.write(chunk))
+            .map_err(|e| match e {
+                RingError::Io(error) => SinkError::Failed {
+                    what: "a temporary file for --max-output".into(),
                     error,
                 },
-            })
+                RingError::Sink(e) => e,
+            })?;
+        self.inner.finish()
+    }
+
+    fn partial_pending(&self) -> bool {
+        self.inner.partial_pending()
+    }
+
+    fn flush_partial(&mut self) -> Result<(), SinkError> {
+        self.inner.flush_partial()
+    }
+}
+
+/// The last `capacity` bytes of a stream: in memory for small caps, in an unnamed
+/// temporary file past 8 MiB so that a large cap does not mean a large process.
+struct Ring {
+    capacity: u64,
+    /// Total bytes pushed; the ring holds the last `min(written, capacity)`.
+    written: u64,
+    store: RingStore,
+}
+
+enum RingStore {
+    Memory(Vec<u8>),
+    File(File),
+}
+
+enum RingError {
+    Io(io::Error),
+    Sink(SinkError),
+}
+
+const RING_IN_MEMORY: u64 = 8 << 20;
+
+impl Ring {
+    fn new(capacity: u64) -> io::Result<Ring> {
+        let store = if capacity <= RING_IN_MEMORY {
+            RingStore::Memory(Vec::new())
+        } else {
+            RingStore::File(tempfile::tempfile()?)
+        };
+        Ok(Ring {
+            capacity,
+            written: 0,
+            store,
+        })
+    }
+
+    fn push(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        if self.capacity == 0 {
+            self.written += bytes.len() as u64;
+            return Ok(());
+        }
+        if bytes.len() as u64 > self.capacity {
+            let skip = bytes.len() - self.capacity as usize;
+            self.written += skip as u64;
+            bytes = &bytes[skip..];
+        }
+        while !bytes.is_empty() {
+            let at = self.written % self.capacity;
+            let room = (self.capacity - at) as usize;
+            let (now, rest) = bytes.split_at(bytes.len().min(room));
+            match &mut self.store {
+                RingStore::Memory(memory) => {
+                    let at = at as usize;
+                    if memory.len() < at + now.len() {
+                        memory.resize(at + now.len(), 0);
+                    }
+                    memory[at..at + now.len()].copy_from_slice(now);
+                }
+                RingStore::File(file) => file.write_all_at(now, at)?,
+            }
+            self.written += now.len() as u64;
+            bytes = rest;
+        }
+        Ok(())
+    }
+
+    /// Hands the held bytes, oldest first, to `out`.
+    fn drain(
+        &mut self,
+        mut out: impl FnMut(&[u8]) -> Result<(), SinkError>,
+    ) -> Result<(), RingError> {
+        if self.capacity == 0 || self.written == 0 {
+            return Ok(());
+        }
+        let held = self.written.min(self.capacity);
+        let start = if self.written > self.capacity {
+            self.written % self.capacity
+        } else {
+            0
+        };
+        let mut emit = |from: u64, len: u64| -> Result<(), RingError> {
+            match &mut self.store {
+                RingStore::Memory(memory) => {
+                    out(&memory[from as usize..(from + len) as usize]).map_err(RingError::Sink)
+                }
+                RingStore::File(file) => {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    let mut done = 0;
+                    while done < len {
+                        let n = (len - done).min(buffer.len() as u64) as usize;
+                        file.read_exact_at(&mut buffer[..n], from + done)
+                            .map_err(RingError::Io)?;
+                        out(&buffer[..n]).map_err(RingError::Sink)?;
+                        done += n as u64;
+                    }
+                    Ok(())
+                }
+            }
+        };
+        let first = (self.capacity - start).min(held);
+        emit(start, first)?;
+        if held > first {
+            emit(0, held - first)?;
+        }
+        Ok(())
+    }
+}
+
+/// `--prefix` / `--timestamps`: every line gets a prefix and is written whole with one
+/// `write`, several whole lines batched up to the pipe's atomic size, so that saferuns
+/// sharing a pipe never cut each other's lines. `\r` ends a line too (progress bars), and
+/// `\r\n` is one ending. A partial line is flushed after a pause; a line longer than the
+/// buffer goes out in pieces.
+pub struct Lines {
+    inner: Box<dyn Sink>,
+    /// The constant part of the prefix (`{stream}`, `{pid}`, `{command}` filled in).
+    prefix: Vec<u8>,
+    timestamps: Option<Timestamps>,
+    start: Instant,
+    /// Formatted whole lines waiting for one write.
+    out: Vec<u8>,
+    /// The current line's bytes when it has not ended yet.
+    partial: Vec<u8>,
+    /// The current line was already started on the output (flushed partially), so its
+    /// continuation gets no second prefix.
+    continuing: bool,
+}
+
+/// Lines batched into one write stay under this, the size a pipe writes atomically.
+const ATOMIC_WRITE: usize = 4096;
+/// A line longer than this is written in pieces instead of being held.
+const LINE_BUFFER: usize = 64 * 1024;
+
+impl Lines {
+    pub fn new(
+        inner: Box<dyn Sink>,
+        prefix: String,
+        timestamps: Option<Timestamps>,
+        start: Instant,
+    ) -> Lines {
+        Lines {
+            inner,
+            prefix: prefix.into_bytes(),
+            timestamps,
+            start,
+            out: Vec::with_capacity(ATOMIC_WRITE * 2),
+            partial: Vec::new(),
+            continuing: false,
+        }
+    }
+
+    /// Renders `--prefix`'s template for one stream.
+    pub fn render_prefix(template: &str, stream: &str, pid: i32, command: &str) -> String {
+        template
+            .replace("{stream}", stream)
+            .replace("{pid}", &pid.to_string())
+            .replace("{command}", command)
+    }
+
+    fn push_prefix(&mut self) {
+        if let Some(kind) = self.timestamps {
+            let stamp = match kind {
+                Timestamps::Elapsed => format!("{:>9.3}", self.start.elapsed().as_secs_f64()),
+                Timestamps::Utc => humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                Timestamps::Local => chrono::Local::now().format("%H:%M:%S%.3f").to_string(),
+            };
+            self.out.extend_from_slice(stamp.as_bytes());
+            self.out.push(b' ');
+        }
+        self.out.extend_from_slice(&self.prefix);
+    }
+
+    /// Appends one piece of a line (with its ending if it has one) to the batch.
+    fn emit(&mut self, piece: &[u8], ends_line: bool) -> Result<(), SinkError> {
+        let needed = piece.len() + self.prefix.len() + 40;
+        if !self.out.is_empty() && self.out.len() + needed > ATOMIC_WRITE {
+            self.flush_out()?;
+        }
+        if !self.continuing {
+            self.push_prefix();
+        }
+        self.out.extend_from_slice(piece);
+        self.continuing = !ends_line;
+        Ok(())
+    }
+
+    fn flush_out(&mut self) -> Result<(), SinkError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result = self.inner.write(&self.out);
+        self.out.clear();
+        result
+    }
+}
+
+/// The end of the first line in `bytes`: the index just past `\n`, `\r\n` or a lone `\r`.
+/// A `\r` at the very end is not decided yet (`\n` may follow in the next chunk).
+fn line_end(bytes: &[u8]) -> Option<usize> {
+    let at = bytes.iter().position(|b| *b == b'\n' || *b == b'\r')?;
+    if bytes[at] == b'\n' {
+        return Some(at + 1);
+    }
+    match bytes.get(at + 1) {
+        Some(b'\n') => Some(at + 2),
+        Some(_) => Some(at + 1),
+        None => None,
+    }
+}
+
+impl Lines {
+    /// Emits the held partial line, now complete (or flushed), reusing its allocation.
+    fn emit_partial(&mut self) -> Result<(), SinkError> {
+        let line = std::mem::take(&mut self.partial);
+        let ends_line = matches!(line.last(), Some(b'\n' | b'\r'));
+        let result = self.emit(&line, ends_line);
+        self.partial = line;
+        self.partial.clear();
+        result
+    }
+}
+
+impl Sink for Lines {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let mut rest = bytes;
+        if !self.partial.is_empty() {
+            if self.partial.last() == Some(&b'\r') {
+                // A `\r` ended the last chunk: this chunk decides whether it was `\r\n`.
+                let take = usize::from(rest.first() == Some(&b'\n'));
+                self.partial.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                self.emit_partial()?;
+            } else if let Some(end) = line_end(rest) {
+                self.partial.extend_from_slice(&rest[..end]);
+                rest = &rest[end..];
+                self.emit_partial()?;
+            } else {
+                self.partial.extend_from_slice(rest);
+                rest = &[];
+            }
+        }
+        while !rest.is_empty() {
+            match line_end(rest) {
+                Some(end) => {
+                    let (line, after) = rest.split_at(end);
+                    self.emit(line, true)?;
+                    rest = after;
+                }
+                None => {
+                    self.partial.extend_from_slice(rest);
+                    break;
+                }
+            }
+        }
+        self.flush_out()?;
+        if self.partial.len() >= LINE_BUFFER {
+            self.emit_partial()?;
+            self.flush_out()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.flush_partial()?;
+        self.inner.finish()
+    }
+
+    fn partial_pending(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    fn flush_partial(&mut self) -> Result<(), SinkError> {
+        if self.partial.is_empty() {
+            return Ok(());
+        }
+        self.emit_partial()?;
+        self.flush_out()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects writes, each one as a separate record.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Sink for Recorder {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push(bytes.to_vec());
+            Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn all(&self) -> Vec<u8> {
+            self.0.lock().unwrap().concat()
+        }
+        fn writes(&self) -> Vec<Vec<u8>> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    fn cap(limit: u64) -> (Cap, Recorder, Arc<CapStats>) {
+        let recorder = Recorder::default();
+        let stats = Arc::new(CapStats::default());
+        let cap = Cap::new(
+            Box::new(recorder.clone()),
+            limit,
+            Stream::Stdout,
+            stats.clone(),
+            Notices { verbose: false },
+            None,
+        )
+        .unwrap();
+        (cap, recorder, stats)
+    }
+
+    #[test]
+    fn cap_under_the_limit_passes_everything() {
+        let (mut c, r, stats) = cap(10);
+        c.write(b"hello").unwrap();
+        c.write(b"abcde").unwrap();
+        c.finish().unwrap();
+        assert_eq!(r.all(), b"helloabcde");
+        assert_eq!(stats.elided.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn cap_keeps_head_and_tail() {
+        let (mut c, r, stats) = cap(10);
+        for chunk in [&b"0123"[..], b"456789abcdef", b"ghij"] {
+            c.write(chunk).unwrap();
+        }
+        c.finish().unwrap();
+        assert_eq!(
+            String::from_utf8(r.all()).unwrap(),
+            "01234\n[saferun: 10 bytes elided]\nfghij"
+        );
+        assert_eq!(stats.elided.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn ring_in_a_file_behaves_like_memory() {
+        let mut ring = Ring::new(RING_IN_MEMORY + 3).unwrap();
+        let data: Vec<u8> = (0..(RING_IN_MEMORY as usize * 2 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for chunk in data.chunks(100_003) {
+            ring.push(chunk).unwrap();
+        }
+        let mut out = Vec::new();
+        let _ = ring.drain(|c| {
+            out.extend_from_slice(c);
+            Ok(())
+        });
+        assert_eq!(out, &data[data.len() - (RING_IN_MEMORY as usize + 3)..]);
+    }
+
+    #[test]
+    fn lines_get_prefixes_and_batches_stay_whole() {
+        let r = Recorder::default();
+        let mut lines = Lines::new(Box::new(r.clone()), "p: ".into(), None, Instant::now());
+        lines.write(b"one\ntw").unwrap();
+        lines.write(b"o\nthree\n").unwrap();
+        lines.finish().unwrap();
+        assert_eq!(
+            String::from_utf8(r.all()).unwrap(),
+            "p: one\np: two\np: three\n"
+        );
+        for write in r.writes() {
+            assert_eq!(write.last(), Some(&b'\n'), "every write ends a line");
+        }
+    }
+
+    #[test]
+    fn partial_line_flush_continues_without_second_prefix() {
+        let r = Recorder::default();
+        let mut lines = Lines::new(Box::new(r.clone()), "p: ".into(), None, Instant::now());
+        lines.write(b"Password: ").unwrap();
+        assert!(lines.partial_pending());
+        lines.flush_partial().unwrap();
+        lines.write(b"ok\nnext\n").unwrap();
+        assert_eq!(
+            String::from_utf8(r.all()).unwrap(),
+            "p: Password: ok\np: next\n"
+        );
+    }
+
+    #[test]
+    fn carriage_returns_end_lines_but_crlf_is_one_ending() {
+        let r = Recorder::default();
+        let mut lines = Lines::new(Box::new(r.clone()), "> ".into(), None, Instant::now());
+        lines.write(b"10%\r20%\rdone\r\nnext\r").unwrap();
+        lines.write(b"\n").unwrap();
+        lines.finish().unwrap();
+        assert_eq!(
+            String::from_utf8(r.all()).unwrap(),
+            "> 10%\r> 20%\r> done\r\n> next\r\n"
+        );
+    }
+
+    #[test]
+    fn very_long_line_goes_out_in_pieces() {
+        let r = Recorder::default();
+        let mut lines = Lines::new(Box::new(r.clone()), "p: ".into(), None, Instant::now());
+        let long = vec![b'x'; LINE_BUFFER * 3];
+        for chunk in long.chunks(10_000) {
+            lines.write(chunk).unwrap();
+        }
+        lines.write(b"\n").unwrap();
+        let all = r.all();
+        assert_eq!(&all[..3], b"p: ");
+        assert_eq!(all.len(), 3 + long.len() + 1);
+        assert_eq!(all.iter().filter(|b| **b == b'p').count(), 1);
+    }
+
+    #[test]
+    fn prefix_template() {
+        assert_eq!(
+            Lines::render_prefix("[{stream} {pid} {command}] ", "err", 42, "make"),
+            "[err 42 make] "
+        );
+    }
+
+    #[test]
+    fn held_output_spills_and_releases_in_order() {
+        let held = Held::new();
+        let mut hold = Hold::new(held.clone());
+        let data: Vec<u8> = (0..3_000_000).map(|i| (i % 253) as u8).collect();
+        for chunk in data.chunks(65536) {
+            hold.write(chunk).unwrap();
+        }
+        let mut out = Vec::new();
+        held.lock().unwrap().release(&mut out).unwrap();
+        assert_eq!(out, data);
+        assert!(held.lock().unwrap().memory.is_empty(), "spilled to a file");
+    }
+
+    #[test]
+    fn fanout_survives_one_reader_leaving() {
+        struct Gone;
+        impl Sink for Gone {
+            fn write(&mut self, _: &[u8]) -> Result<(), SinkError> {
+                Err(SinkError::ReaderGone)
+            }
+        }
+        let r = Recorder::default();
+        let mut fan = Fanout::new(vec![Box::new(Gone), Box::new(r.clone())]);
+        fan.write(b"a").unwrap();
+        fan.write(b"b").unwrap();
+        assert_eq!(r.all(), b"ab");
+        let mut alone = Fanout::new(vec![Box::new(Gone)]);
+        assert!(matches!(alone.write(b"a"), Err(SinkError::ReaderGone)));
     }
 }
