@@ -16,9 +16,14 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::event::{Event, Stream, StreamEnd};
+use crate::pipes;
 use crate::sink::{Sink, SinkError};
 
 const BUFFER_SIZE: usize = 128 * 1024;
+
+/// Most bytes one `splice` moves.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SPLICE_CHUNK: usize = 1 << 20;
 
 /// How long a partial line waits for its end before it is written as it is.
 const PARTIAL_LINE_PAUSE: Duration = Duration::from_millis(100);
@@ -74,15 +79,26 @@ pub fn stop_channel() -> std::io::Result<(StopSender, StopReceiver)> {
     Ok((StopSender(write), StopReceiver(Arc::new(read))))
 }
 
-/// Everything a drain thread needs.
-pub struct Drain {
-    pub stream: Stream,
-    pub pipe: OwnedFd,
-    pub sink: Box<dyn Sink>,
+/// What a drain shares with the main thread.
+pub struct Shared {
     pub stop: StopReceiver,
     pub activity: Arc<Activity>,
     pub stats: Arc<StreamStats>,
     pub events: Sender<Event>,
+}
+
+/// Everything a drain thread needs.
+pub struct Drain {
+    stream: Stream,
+    pipe: OwnedFd,
+    sink: Box<dyn Sink>,
+    stop: StopReceiver,
+    activity: Arc<Activity>,
+    stats: Arc<StreamStats>,
+    events: Sender<Event>,
+    /// The pipe's size when the drain started, and whether it was grown since.
+    capacity: usize,
+    grown: bool,
 }
 
 /// What woke a drain waiting for data.
@@ -93,6 +109,21 @@ enum Wake {
 }
 
 impl Drain {
+    pub fn new(stream: Stream, pipe: OwnedFd, sink: Box<dyn Sink>, shared: Shared) -> Drain {
+        let capacity = pipes::capacity(&pipe).unwrap_or(64 * 1024);
+        Drain {
+            stream,
+            pipe,
+            sink,
+            stop: shared.stop,
+            activity: shared.activity,
+            stats: shared.stats,
+            events: shared.events,
+            capacity,
+            grown: false,
+        }
+    }
+
     pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
         thread::Builder::new()
             .name(format!("drain-{}", self.stream.name()))
@@ -120,15 +151,33 @@ impl Drain {
         let _ = events.send(Event::StreamClosed { stream, end });
     }
 
+    /// Once a chunk as big as the pipe arrives, the pipe was full: this is a busy
+    /// stream, so grow its pipe and the one it flows into (see [`crate::pipes`]).
+    fn grow_if_full(&mut self, moved: usize, out: Option<&OwnedFd>) {
+        if self.grown || moved < self.capacity {
+            return;
+        }
+        self.grown = true;
+        pipes::grow(&self.pipe);
+        if let Some(out) = out {
+            pipes::grow(out);
+        }
+    }
+
     fn pump(&mut self, failed: &mut bool) -> StreamEnd {
         // Non-blocking reads, so that a stop request is seen even while the pipe is
         // silent; the command's own end of the pipe is unaffected.
         let _ = fcntl(&self.pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(end) = self.splice_all(*failed) {
+            return end;
+        }
         let mut buffer = vec![0u8; BUFFER_SIZE];
         loop {
             match nix::unistd::read(&self.pipe, &mut buffer) {
                 Ok(0) => return self.eof(*failed),
                 Ok(n) => {
+                    self.grow_if_full(n, None);
                     if let Err(error) = self.deliver(&buffer[..n], *failed)
                         && let Some(end) = self.on_sink_error(error, failed)
                     {
@@ -150,6 +199,57 @@ impl Drain {
                 Err(_) => return self.eof(*failed),
             }
         }
+    }
+
+    /// The zero-copy path: when the sink is one plain descriptor, pages move from the
+    /// command's pipe into it with `splice(2)`, never through saferun's memory. Returns
+    /// `None` to fall back to read/write (a destination that refuses splice: a terminal,
+    /// an append-mode file), having lost nothing, since a refused splice moves no byte.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn splice_all(&mut self, failed: bool) -> Option<StreamEnd> {
+        use nix::fcntl::{SpliceFFlags, splice};
+        if failed {
+            return None;
+        }
+        let out = self.sink.splice_target()?.try_clone_to_owned().ok()?;
+        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+        loop {
+            match splice(&self.pipe, None, &out, None, SPLICE_CHUNK, flags) {
+                Ok(0) => return Some(StreamEnd::Eof),
+                Ok(n) => {
+                    self.stats.read.fetch_add(n as u64, Ordering::Relaxed);
+                    self.activity.touch();
+                    self.grow_if_full(n, Some(&out));
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    if self.input_ready() {
+                        // The input has data, so the output is full: wait for the reader
+                        // downstream. That time is not the command's silence.
+                        self.activity.writing.fetch_add(1, Ordering::Relaxed);
+                        wait_writable(&out);
+                        self.activity.writing.fetch_sub(1, Ordering::Relaxed);
+                        self.activity.touch();
+                    } else {
+                        match self.wait() {
+                            Wake::Readable | Wake::Pause => {}
+                            Wake::Stop => return None,
+                        }
+                    }
+                }
+                Err(Errno::EPIPE) => return Some(StreamEnd::ReaderGone),
+                // Refused (EINVAL for a terminal or O_APPEND file) or failed: read/write
+                // takes over and reports any real error with the destination's name.
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Whether the command's pipe has data (or hang-up) right now.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn input_ready(&self) -> bool {
+        let mut fds = [PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
     fn eof(&self, failed: bool) -> StreamEnd {
@@ -246,6 +346,18 @@ impl Drain {
             StreamEnd::WriteFailed
         } else {
             StreamEnd::Stopped
+        }
+    }
+}
+
+/// Blocks until `out` can take more bytes.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn wait_writable(out: &OwnedFd) {
+    loop {
+        let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            _ => return,
         }
     }
 }

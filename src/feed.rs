@@ -110,6 +110,10 @@ fn feed(source: FeedSource, pipe: OwnedFd, fed: &AtomicU64) {
             let _ = write_all(&pipe, &bytes, fed);
         }
         FeedSource::Fd(input) => {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if splice_all(&input, &pipe, fed) {
+                return;
+            }
             let mut buffer = vec![0u8; 128 * 1024];
             loop {
                 match nix::unistd::read(&input, &mut buffer) {
@@ -126,6 +130,41 @@ fn feed(source: FeedSource, pipe: OwnedFd, fed: &AtomicU64) {
         }
     }
     // Dropping the pipe gives the command end-of-file.
+}
+
+/// The zero-copy path: pages move from saferun's stdin into the command's pipe with
+/// `splice(2)`. `true` when the feed is over (end of input, or the command stopped
+/// reading); `false` to fall back to read/write (an input that refuses splice), having
+/// moved nothing more.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn splice_all(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> bool {
+    use nix::fcntl::{SpliceFFlags, splice};
+    let capacity = crate::pipes::capacity(pipe).unwrap_or(64 * 1024);
+    let mut grown = false;
+    loop {
+        match splice(
+            input,
+            None,
+            pipe,
+            None,
+            1 << 20,
+            SpliceFFlags::SPLICE_F_MOVE,
+        ) {
+            Ok(0) => return true,
+            Ok(n) => {
+                fed.fetch_add(n as u64, Ordering::Relaxed);
+                if !grown && n >= capacity {
+                    // A busy stream: bigger pipes, fewer wake-ups (see crate::pipes).
+                    grown = true;
+                    crate::pipes::grow(pipe);
+                    crate::pipes::grow(input);
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EPIPE) => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Writes everything, or stops quietly when the command stopped reading (EPIPE).

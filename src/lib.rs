@@ -17,6 +17,7 @@ pub mod forward;
 pub mod group;
 pub mod outcome;
 pub mod output;
+pub mod pipes;
 pub mod policy;
 pub mod procfs;
 pub mod report;

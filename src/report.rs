@@ -188,6 +188,7 @@ struct Json<'a> {
     capped_by_outer_deadline: bool,
     signals_sent: &'a [SentSignal],
     rusage: &'a Rusage,
+    saferun_max_rss_kib: i64,
     streams: StreamsJson<'a>,
     diagnosis: &'a [TreeLine],
     on_timeout: &'a Option<OnTimeoutRun>,
@@ -256,6 +257,7 @@ pub fn to_json(record: &Record, exit_status: i32) -> String {
         capped_by_outer_deadline: record.capped_by_outer_deadline,
         signals_sent: &record.signals,
         rusage: &record.rusage,
+        saferun_max_rss_kib: own_max_rss(),
         streams: StreamsJson {
             stdin: &record.stdin,
             stdout: &record.stdout,
@@ -275,6 +277,25 @@ pub fn to_json(record: &Record, exit_status: i32) -> String {
     let mut text = serde_json::to_string_pretty(&json).unwrap_or_else(|_| "{}".into());
     text.push('\n');
     text
+}
+
+/// saferun's own peak memory, so that anyone can check it stays small. `VmHWM` where
+/// /proc has it: `getrusage` also counts the image of whatever process forked saferun
+/// before its exec (a Python caller's 14 MiB, say).
+fn own_max_rss() -> i64 {
+    let from_proc = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        });
+    from_proc.unwrap_or_else(|| {
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+            .map(|u| u.max_rss())
+            .unwrap_or(0)
+    })
 }
 
 pub fn round_ms(seconds: f64) -> f64 {

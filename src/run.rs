@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use crate::config::{Config, Leftovers, ReportTarget};
 use crate::deadline;
 use crate::diagnose;
-use crate::drain::{Activity, Drain, StopSender, StreamStats, stop_channel};
+use crate::drain::{Activity, Drain, Shared, StopSender, StreamStats, stop_channel};
 use crate::event::{Event, Stream, StreamEnd};
 use crate::feed;
 use crate::forward;
@@ -165,17 +165,15 @@ pub fn run(config: &Config) -> Result<Exit> {
         if let Some(output) = built.held {
             held.push((stream, output));
         }
-        Drain {
-            stream,
-            pipe,
-            sink: built.sink,
+        let shared = Shared {
             stop: stop_rx.clone(),
             activity: activity.clone(),
             stats: stats.clone(),
             events: events_tx.clone(),
-        }
-        .spawn()
-        .context("cannot start a thread")?;
+        };
+        Drain::new(stream, pipe, built.sink, shared)
+            .spawn()
+            .context("cannot start a thread")?;
         streams.push(OpenStream {
             stream,
             inode,

@@ -12,6 +12,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,12 @@ pub trait Sink: Send {
     fn flush_partial(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// When this sink only copies bytes unchanged to one descriptor, that descriptor: the
+    /// drain may then move data into it with `splice(2)` instead of through its buffer.
+    fn splice_target(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// A file or one of saferun's own streams, written with plain `write(2)` calls (no
@@ -82,6 +89,10 @@ impl Destination {
 }
 
 impl Sink for Destination {
+    fn splice_target(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.out.as_fd())
+    }
+
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         self.out.write_all(bytes).map_err(|error| {
             if self.reader_may_leave && error.kind() == io::ErrorKind::BrokenPipe {
