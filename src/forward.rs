@@ -35,12 +35,17 @@ const FORWARDED: &[Signal] = &[
     Signal::SIGPWR,
     Signal::SIGTSTP,
     Signal::SIGCONT,
-    // Not forwarded: it tells saferun, as subreaper, that an orphan may need reaping.
+    // Not forwarded: it tells saferun that the command (or, as subreaper, an orphan)
+    // changed state.
     Signal::SIGCHLD,
 ];
 
-/// Installs the handlers and starts the thread that reports each signal.
-pub fn install(events: Sender<Event>) -> io::Result<()> {
+/// Installed handlers; signals that arrive before [`Handlers::start`] wait in its pipe.
+pub struct Handlers(SignalsInfo<WithOrigin>);
+
+/// Installs the handlers. Done before the command starts, so that no signal (and no
+/// SIGCHLD) is missed.
+pub fn install() -> io::Result<Handlers> {
     let wanted: Vec<i32> = FORWARDED
         .iter()
         .filter(|signal| {
@@ -48,28 +53,33 @@ pub fn install(events: Sender<Event>) -> io::Result<()> {
         })
         .map(|signal| *signal as i32)
         .collect();
-    let mut signals = SignalsInfo::<WithOrigin>::new(&wanted)?;
-    thread::Builder::new()
-        .name("signals".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            for origin in signals.forever() {
-                let Ok(signal) = Signal::try_from(origin.signal) else {
-                    continue;
-                };
-                let from_kernel = matches!(origin.cause, Cause::Kernel);
-                if events
-                    .send(Event::Signal {
+    SignalsInfo::<WithOrigin>::new(&wanted).map(Handlers)
+}
+
+impl Handlers {
+    /// Starts the thread that reports each signal as an event.
+    pub fn start(self, events: Sender<Event>) -> io::Result<()> {
+        let mut signals = self.0;
+        thread::Builder::new()
+            .name("signals".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                for origin in signals.forever() {
+                    let Ok(signal) = Signal::try_from(origin.signal) else {
+                        continue;
+                    };
+                    let from_kernel = matches!(origin.cause, Cause::Kernel);
+                    let event = Event::Signal {
                         signal,
                         from_kernel,
-                    })
-                    .is_err()
-                {
-                    return;
+                    };
+                    if events.send(event).is_err() {
+                        return;
+                    }
                 }
-            }
-        })
-        .map(drop)
+            })
+            .map(drop)
+    }
 }
 
 /// Whether `signal` was set to SIG_IGN by whoever started saferun.

@@ -2,19 +2,17 @@
 //! the terminal's foreground group. Another platform's backend (Windows job objects)
 //! would replace this module.
 //!
-//! The command's pid is never reaped until the main thread says so: the waiter thread
-//! only peeks at its status (`waitid` with `WNOWAIT`), so the pid and process-group id
-//! cannot be reused by an unrelated process while saferun may still signal them.
+//! The command's pid is never reaped until the main thread says so: on each SIGCHLD it
+//! only peeks at the command's status (`waitid` with `WNOWAIT`), so the pid and
+//! process-group id cannot be reused by an unrelated process while saferun may still
+//! signal them.
 
-use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
-use std::thread;
-
-use crossbeam_channel::Sender;
 use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgrp};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 
 use crate::event::{ChildEnd, Event};
 
@@ -84,74 +82,48 @@ pub fn become_subreaper() -> bool {
     }
 }
 
-/// Starts the thread that reports the command's stops, continues and end. It peeks
-/// without reaping, so the main thread decides when the pid is freed (see [`reap`]).
-pub fn spawn_waiter(pid: Pid, events: Sender<Event>) -> std::io::Result<()> {
-    thread::Builder::new()
-        .name("waiter".into())
-        .stack_size(64 * 1024)
-        .spawn(move || wait_loop(pid, events))
-        .map(drop)
-}
-
+/// What changed about the command since the last look, if anything: called on every
+/// SIGCHLD. It peeks at an exit without reaping (`waitid` with `WNOWAIT`), so the main
+/// thread decides when the pid is freed (see [`reap`]); stops and continues are consumed.
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-fn wait_loop(pid: Pid, events: Sender<Event>) {
+pub fn child_change(pid: Pid) -> Option<Event> {
     use nix::sys::wait::{Id, waitid};
     let peek = WaitPidFlag::WEXITED
         | WaitPidFlag::WSTOPPED
         | WaitPidFlag::WCONTINUED
+        | WaitPidFlag::WNOHANG
         | WaitPidFlag::WNOWAIT;
     loop {
-        let event = match waitid(Id::Pid(pid), peek) {
+        return match waitid(Id::Pid(pid), peek) {
             Err(Errno::EINTR) => continue,
-            Err(_) => return,
-            Ok(status) => match status {
-                WaitStatus::Stopped(_, signal) => {
-                    // Consume the stop notice (but not an exit) so the next peek waits anew.
-                    let _ = waitid(Id::Pid(pid), WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG);
-                    Event::Stopped(signal as i32)
-                }
-                WaitStatus::Continued(_) => {
-                    let _ = waitid(Id::Pid(pid), WaitPidFlag::WCONTINUED | WaitPidFlag::WNOHANG);
-                    Event::Continued
-                }
-                other => match child_end(other) {
-                    Some(end) => {
-                        let _ = events.send(Event::Exited(end));
-                        return;
-                    }
-                    None => continue,
-                },
-            },
+            Err(_) | Ok(WaitStatus::StillAlive) => None,
+            Ok(WaitStatus::Stopped(_, signal)) => {
+                // Consume the stop notice (but not an exit) so the next peek sees anew.
+                let _ = waitid(Id::Pid(pid), WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG);
+                Some(Event::Stopped(signal as i32))
+            }
+            Ok(WaitStatus::Continued(_)) => {
+                let _ = waitid(Id::Pid(pid), WaitPidFlag::WCONTINUED | WaitPidFlag::WNOHANG);
+                Some(Event::Continued)
+            }
+            Ok(other) => child_end(other).map(Event::Exited),
         };
-        if events.send(event).is_err() {
-            return;
-        }
     }
 }
 
-/// Platforms without `waitid(WNOWAIT)`: reap here. The pid can then be reused before
-/// the main thread's last group signal; the window is a few microseconds.
+/// Platforms without `waitid(WNOWAIT)`: the command is reaped here. Its pid could then be
+/// reused before saferun's last group signal; the window is a few microseconds.
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-fn wait_loop(pid: Pid, events: Sender<Event>) {
+pub fn child_change(pid: Pid) -> Option<Event> {
+    let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED | WaitPidFlag::WCONTINUED;
     loop {
-        let flags = WaitPidFlag::WUNTRACED | WaitPidFlag::WCONTINUED;
-        let event = match waitpid(pid, Some(flags)) {
+        return match waitpid(pid, Some(flags)) {
             Err(Errno::EINTR) => continue,
-            Err(_) => return,
-            Ok(WaitStatus::Stopped(_, signal)) => Event::Stopped(signal as i32),
-            Ok(WaitStatus::Continued(_)) => Event::Continued,
-            Ok(other) => match child_end(other) {
-                Some(end) => {
-                    let _ = events.send(Event::Exited(end));
-                    return;
-                }
-                None => continue,
-            },
+            Err(_) | Ok(WaitStatus::StillAlive) => None,
+            Ok(WaitStatus::Stopped(_, signal)) => Some(Event::Stopped(signal as i32)),
+            Ok(WaitStatus::Continued(_)) => Some(Event::Continued),
+            Ok(other) => child_end(other).map(Event::Exited),
         };
-        if events.send(event).is_err() {
-            return;
-        }
     }
 }
 

@@ -66,8 +66,10 @@ pub fn run(config: &Config) -> Result<Exit> {
 
     // Everything that can fail as saferun's own fault happens before the command starts.
     let report_path = prepare_report(config.report.as_ref())?;
-    let (events_tx, events) = crossbeam_channel::unbounded();
-    forward::install(events_tx.clone()).context("cannot install signal handlers")?;
+    // Bounded, so that no helper thread allocates to send; senders wait if the loop
+    // falls 256 events behind, which only delays them.
+    let (events_tx, events) = crossbeam_channel::bounded(256);
+    let handlers = forward::install().context("cannot install signal handlers")?;
     let subreaper = group::become_subreaper();
     let terminal = if config.share_group {
         None
@@ -128,7 +130,9 @@ pub fn run(config: &Config) -> Result<Exit> {
     }
     record.pid = Some(pid.as_raw());
     record.pgid = group.pgid().map(Pid::as_raw);
-    group::spawn_waiter(pid, events_tx.clone()).context("cannot start a thread")?;
+    handlers
+        .start(events_tx.clone())
+        .context("cannot start a thread")?;
 
     let fed = Arc::new(AtomicU64::new(0));
     if let (Some(source), Some(pipe)) = (stdin.feed, stdin_pipe) {
@@ -274,10 +278,7 @@ impl Runner<'_> {
             };
             let now = Instant::now();
             let actions = match received {
-                Ok(event) => {
-                    self.note(&event);
-                    self.policy.handle(&event, now)
-                }
+                Ok(event) => self.handle(&event, now),
                 Err(RecvTimeoutError::Timeout) => self.policy.tick(now, activity.last_output(now)),
                 // Every helper thread is gone; nothing more can happen.
                 Err(RecvTimeoutError::Disconnected) => vec![Action::Finish],
@@ -289,6 +290,24 @@ impl Runner<'_> {
                 self.execute(action);
             }
         }
+    }
+
+    /// Records an event and asks the policy about it. A SIGCHLD is turned into the
+    /// command's own change of state.
+    fn handle(&mut self, event: &Event, now: Instant) -> Vec<Action> {
+        self.note(event);
+        let mut actions = self.policy.handle(event, now);
+        if let Event::Signal {
+            signal: Signal::SIGCHLD,
+            ..
+        } = event
+            && !self.policy.exited()
+            && let Some(change) = group::child_change(self.group.pid())
+        {
+            self.note(&change);
+            actions.extend(self.policy.handle(&change, now));
+        }
+        actions
     }
 
     /// Records what an event tells about the run.
@@ -630,11 +649,8 @@ impl Runner<'_> {
         while self.streams.iter().any(|s| !s.closed) {
             match events.recv_deadline(deadline) {
                 Ok(event) => {
-                    self.note(&event);
-                    if let Event::Exited(_) = event {
-                        // The command ended during teardown (it was being killed).
-                        self.policy.handle(&event, Instant::now());
-                    }
+                    // The command may end during teardown (it was being killed).
+                    self.handle(&event, Instant::now());
                 }
                 Err(_) => break,
             }
