@@ -16,28 +16,36 @@ pub struct Proc {
     pub command: String,
 }
 
-/// Every process saferun can see.
+/// Every process saferun can see. Only `/proc/PID/stat` is read, so `command` is the
+/// short `[comm]` name; [`descendants`] and [`read`] fill in full command lines.
 pub fn all() -> Vec<Proc> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(read)
+        .filter_map(read_stat)
         .collect()
 }
 
-/// One process, if it still exists.
+/// One process with its command line, if it still exists.
 pub fn read(pid: i32) -> Option<Proc> {
+    let mut proc = read_stat(pid)?;
+    if let Some(command) = command_line(pid) {
+        proc.command = command;
+    }
+    Some(proc)
+}
+
+fn read_stat(pid: i32) -> Option<Proc> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (comm, fields) = parse_stat(&stat)?;
-    let command = command_line(pid).unwrap_or_else(|| format!("[{comm}]"));
     Some(Proc {
         pid,
         ppid: fields.1,
         pgid: fields.2,
         state: fields.0,
-        command,
+        command: format!("[{comm}]"),
     })
 }
 
@@ -82,6 +90,16 @@ pub struct TreeEntry {
 /// Every descendant of `root` (not `root` itself), parents before children, plus any
 /// member of `group` that is not one (it cannot be, under a subreaper, but be sure).
 pub fn descendants(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<TreeEntry> {
+    let mut ordered = tree(root, group, table);
+    for entry in &mut ordered {
+        if let Some(command) = command_line(entry.proc.pid) {
+            entry.proc.command = command;
+        }
+    }
+    ordered
+}
+
+fn tree(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<TreeEntry> {
     let mut ordered = Vec::new();
     visit(root, 0, table, &mut ordered);
     if let Some(group) = group {
@@ -225,8 +243,8 @@ pub fn pipe_writers(inode: u64) -> Vec<Proc> {
             fs::read_link(entry.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
                 && opened_for_writing(proc.pid, &entry.file_name().to_string_lossy())
         });
-        if holds {
-            holders.push(proc);
+        if holds && let Some(holder) = read(proc.pid) {
+            holders.push(holder);
         }
     }
     holders
@@ -283,7 +301,7 @@ mod tests {
             command: format!("p{pid}"),
         };
         let table = vec![p(12, 11), p(11, 10), p(10, 1), p(13, 10), p(99, 1)];
-        let tree = descendants(1, None, &table);
+        let tree = tree(1, None, &table);
         let shape: Vec<(i32, usize)> = tree.iter().map(|e| (e.proc.pid, e.depth)).collect();
         assert_eq!(shape, vec![(10, 0), (11, 1), (12, 2), (13, 1), (99, 0)]);
     }

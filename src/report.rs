@@ -250,7 +250,7 @@ pub fn to_json(record: &Record, exit_status: i32) -> String {
         started_at: record
             .started_at
             .map(|t| humantime::format_rfc3339_millis(t).to_string()),
-        duration_seconds: round_ms(record.duration.as_secs_f64()),
+        duration_seconds: round_us(record.duration.as_secs_f64()),
         exit_status,
         end_reason: end_reason(record),
         command,
@@ -300,6 +300,10 @@ fn own_max_rss() -> i64 {
 
 pub fn round_ms(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
+}
+
+pub fn round_us(seconds: f64) -> f64 {
+    (seconds * 1e6).round() / 1e6
 }
 
 /// Writes the report to a file (`None`: to stderr).

@@ -352,9 +352,6 @@ impl Runner<'_> {
             Action::Signal(signal) => {
                 let why = self.why();
                 self.signal_tree(signal, why);
-                if signal != Signal::SIGKILL && signal != Signal::SIGCONT {
-                    self.signal_tree(Signal::SIGCONT, why);
-                }
             }
             Action::Forward(signal) => {
                 self.group.signal(signal);
@@ -370,10 +367,7 @@ impl Runner<'_> {
                 }
                 self.signal_tree(Signal::SIGKILL, "escalation");
             }
-            Action::SignalLeftovers(signal) => {
-                self.signal_tree(signal, "leftovers");
-                self.signal_tree(Signal::SIGCONT, "leftovers");
-            }
+            Action::SignalLeftovers(signal) => self.signal_tree(signal, "leftovers"),
             Action::PauseSelf => {
                 self.notices.detail("command stopped; pausing every timer");
                 if let Some(terminal) = &self.terminal {
@@ -437,6 +431,11 @@ impl Runner<'_> {
             ),
         };
         self.notices.say(&message);
+        if !self.notices.verbose && self.config.report.is_none() && self.config.on_timeout.is_none()
+        {
+            // Nobody would read the tree: do not delay the signal for it.
+            return;
+        }
         let tree = diagnose::tree(self.group.pgid().map(Pid::as_raw));
         if self.notices.verbose && !tree.is_empty() {
             let mut text = String::from("saferun: process tree at the timeout:\n");
@@ -467,27 +466,36 @@ impl Runner<'_> {
         }
     }
 
-    /// Signals the command's group, then every descendant that left it.
+    /// Signals the command's group at once, then every descendant that left it (found
+    /// by one scan of the process table); then, unless the signal is KILL or CONT,
+    /// continues them all so that a stopped process can act on it.
     fn signal_tree(&mut self, signal: Signal, why: &'static str) {
-        let delivered = self.group.signal(signal);
-        if delivered {
+        let and_continue = signal != Signal::SIGKILL && signal != Signal::SIGCONT;
+        if self.group.signal(signal) {
             self.log_signal(signal, why);
         }
+        if and_continue && self.group.signal(Signal::SIGCONT) {
+            self.log_signal(Signal::SIGCONT, why);
+        }
         for escapee in self.escapees() {
-            if group::signal_pid(Pid::from_raw(escapee.pid), signal) {
-                self.notices.detail(&format!(
-                    "sent {} to pid {} ({}), which left the process group",
-                    short_name(signal),
-                    escapee.pid,
-                    escapee.command
-                ));
-                if !self.record.escaped.iter().any(|e| e.pid == escapee.pid) {
-                    self.record.escaped.push(ProcessInfo {
-                        pid: escapee.pid,
-                        command: escapee.command,
-                        state: None,
-                    });
-                }
+            if !group::signal_pid(Pid::from_raw(escapee.pid), signal) {
+                continue;
+            }
+            if and_continue {
+                group::signal_pid(Pid::from_raw(escapee.pid), Signal::SIGCONT);
+            }
+            self.notices.detail(&format!(
+                "sent {} to pid {} ({}), which left the process group",
+                short_name(signal),
+                escapee.pid,
+                escapee.command
+            ));
+            if !self.record.escaped.iter().any(|e| e.pid == escapee.pid) {
+                self.record.escaped.push(ProcessInfo {
+                    pid: escapee.pid,
+                    command: escapee.command,
+                    state: None,
+                });
             }
         }
     }
@@ -512,7 +520,7 @@ impl Runner<'_> {
         }
         self.record.signals.push(SentSignal {
             signal: short_name(signal).to_string(),
-            at: report::round_ms(self.start.elapsed().as_secs_f64()),
+            at: report::round_us(self.start.elapsed().as_secs_f64()),
             to,
             why,
         });
