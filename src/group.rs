@@ -138,7 +138,7 @@ fn child_end(status: WaitStatus) -> Option<ChildEnd> {
     }
 }
 
-/// Frees the command's pid once the waiter reported its end.
+/// Frees the command's pid once [`child_change`] reported its end.
 pub fn reap(pid: Pid) {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     while waitpid(pid, None) == Err(Errno::EINTR) {}

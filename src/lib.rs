@@ -3,7 +3,7 @@
 //!
 //! The data flow, argv to exit status:
 //! [`config`] (what to do) → [`run`] wires [`spawn`], [`feed`], [`drain`] into [`sink`]s (built by [`output`]),
-//! [`forward`] and the waiter in [`group`], all sending [`event`]s to one loop that asks
+//! and [`forward`] (signals, SIGCHLD for [`group`]), all sending [`event`]s to one loop that asks
 //! [`policy`] what to do → [`outcome`] picks the exit status → [`report`] says what
 //! happened.
 
