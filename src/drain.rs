@@ -75,8 +75,11 @@ pub struct StopSender(#[expect(dead_code, reason = "held only to be dropped")] O
 pub struct StopReceiver(Arc<OwnedFd>);
 
 pub fn stop_channel() -> std::io::Result<(StopSender, StopReceiver)> {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    Ok((StopSender(write), StopReceiver(Arc::new(read))))
+    let (read, write) = std::io::pipe()?;
+    Ok((
+        StopSender(OwnedFd::from(write)),
+        StopReceiver(Arc::new(OwnedFd::from(read))),
+    ))
 }
 
 /// What a drain shares with the main thread.

@@ -193,6 +193,7 @@ fn syscall_number(syscall: &str) -> Option<i64> {
     syscall.split_ascii_whitespace().next()?.parse().ok()
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn syscall_words(number: i64) -> Option<&'static str> {
     let table: &[(i64, &str)] = &[
         (libc::SYS_read, "waiting in read()"),
@@ -213,8 +214,14 @@ fn syscall_words(number: i64) -> Option<&'static str> {
     table.iter().find(|(n, _)| *n == number).map(|(_, w)| *w)
 }
 
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn syscall_words(_number: i64) -> Option<&'static str> {
+    None
+}
+
 /// For a process blocked in read/write, the descriptor and what it points at:
 /// `1 → pipe:[1234]`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn syscall_fd_target(pid: i32, syscall: &str) -> Option<String> {
     let mut fields = syscall.split_ascii_whitespace();
     let number: i64 = fields.next()?.parse().ok()?;
@@ -224,6 +231,11 @@ fn syscall_fd_target(pid: i32, syscall: &str) -> Option<String> {
     let fd = i64::from_str_radix(fields.next()?.trim_start_matches("0x"), 16).ok()?;
     let target = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     Some(format!("{fd} → {}", target.display()))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn syscall_fd_target(_pid: i32, _syscall: &str) -> Option<String> {
+    None
 }
 
 /// Processes (other than saferun) holding the write end of the pipe with this inode.
@@ -285,6 +297,7 @@ mod tests {
         assert_eq!(describe_state('S', "do_wait", None), "waiting on a child");
         assert_eq!(describe_state('D', "0", None), "in uninterruptible I/O");
         assert_eq!(describe_state('R', "", None), "running");
+        #[cfg(target_os = "linux")]
         assert_eq!(
             describe_state('S', "0", Some(libc::SYS_wait4)),
             "waiting on a child"
