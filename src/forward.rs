@@ -10,7 +10,7 @@ use std::io;
 use std::thread;
 
 use crossbeam_channel::Sender;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::Cause;
@@ -33,6 +33,9 @@ const FORWARDED: &[Signal] = &[
     Signal::SIGPROF,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     Signal::SIGPWR,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Signal::SIGSTKFLT,
+    Signal::SIGIO,
     Signal::SIGTSTP,
     Signal::SIGCONT,
     // Not forwarded: it tells saferun that the command (or, as subreaper, an orphan)
@@ -53,6 +56,13 @@ pub fn install() -> io::Result<Handlers> {
         })
         .map(|signal| *signal as i32)
         .collect();
+    // A mask inherited from the caller could hold these back forever (a blocked SIGCHLD
+    // would hide the command's exit). Threads started later inherit the cleared mask.
+    let mut unblock = SigSet::empty();
+    for signal in FORWARDED {
+        unblock.add(*signal);
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
     SignalsInfo::<WithOrigin>::new(&wanted).map(Handlers)
 }
 

@@ -28,6 +28,8 @@ pub struct Ending {
     /// Whether KILL was sent to the command.
     pub killed: bool,
     pub preserve_status: bool,
+    /// saferun was cancelled by this signal (INT, TERM, HUP), even during a timeout.
+    pub cancelled: Option<Signal>,
     /// Something outlived the command and `--leftovers=fail` asked for a failure.
     pub fail_for_leftovers: bool,
 }
@@ -54,6 +56,16 @@ impl Exit {
 pub fn exit_for(ending: Ending) -> Exit {
     let by_signal = |signal: i32| 128u8.saturating_add(u8::try_from(signal).unwrap_or(127));
     let kill = Signal::SIGKILL as i32;
+    if let Some(received) = ending.cancelled
+        && ending.reason != Some(Reason::Failed)
+    {
+        // The caller cancelled saferun with a signal: it dies of that signal, whatever
+        // finished the command off, unless the command exited with a code of its own.
+        return match ending.child {
+            Some(ChildEnd::Exited(code)) => Exit::Code(code as u8),
+            _ => Exit::Raise(received as i32),
+        };
+    }
     match (ending.reason, ending.child) {
         (Some(Reason::Failed), _) => Exit::Code(SAFERUN_FAILED),
         (Some(reason), child) if reason.is_limit() => match child {
@@ -67,8 +79,6 @@ pub fn exit_for(ending: Ending) -> Exit {
             Some(ChildEnd::Signaled { signal, .. }) => Exit::Code(by_signal(signal)),
         },
         (Some(Reason::Cancelled(_)), Some(ChildEnd::Exited(code))) => Exit::Code(code as u8),
-        // The caller cancelled saferun with a signal: it dies of that signal, whatever
-        // finished the command off.
         (Some(Reason::Cancelled(received)), _) => Exit::Raise(received as i32),
         (_, Some(ChildEnd::Exited(0))) if ending.fail_for_leftovers => Exit::Code(LEFTOVERS_STATUS),
         (_, Some(ChildEnd::Exited(code))) => Exit::Code(code as u8),
@@ -77,9 +87,10 @@ pub fn exit_for(ending: Ending) -> Exit {
     }
 }
 
-/// Whether this exit counts as a failure (`--quiet-unless-fail` prints held output).
-pub fn is_failure(exit: Exit) -> bool {
-    exit != Exit::Code(0)
+/// Whether a run counts as failed for `--quiet-unless-fail` (held output is printed):
+/// a non-zero status, or a cancellation by a signal even if the command then exited 0.
+pub fn is_failure(exit: Exit, cancelled: bool) -> bool {
+    exit != Exit::Code(0) || cancelled
 }
 
 #[cfg(test)]
@@ -94,6 +105,10 @@ mod tests {
             reason,
             killed,
             preserve_status: false,
+            cancelled: match reason {
+                Some(Reason::Cancelled(signal)) => Some(signal),
+                _ => None,
+            },
             fail_for_leftovers: false,
         }
     }
@@ -167,6 +182,18 @@ mod tests {
             exit_for(preserve(sig(Signal::SIGKILL as i32), true)),
             Exit::Code(137)
         );
+    }
+
+    #[test]
+    fn cancellation_during_a_timeout_wins() {
+        let int = Signal::SIGINT;
+        let during = Ending {
+            cancelled: Some(int),
+            ..ending(sig(Signal::SIGKILL as i32), Some(Reason::Timeout), true)
+        };
+        assert_eq!(exit_for(during), Exit::Raise(int as i32));
+        assert!(is_failure(Exit::Code(0), true));
+        assert!(!is_failure(Exit::Code(0), false));
     }
 
     #[test]

@@ -5,15 +5,16 @@
 //! Phases, in the order a run moves through them:
 //!
 //! ```text
-//! running ──limit fires / INT,TERM,HUP──▶ stopping ──grace over──▶ killed
-//!    │                                        │                      │
-//!    └──────────── command exits ─────────────┴──────────────────────┤
-//!                                                                    ▼
-//!                         lingering (draining what leftovers still write)
-//!                                                                    │
-//!                  every stream closed / linger ran out / bound after KILL
-//!                                                                    ▼
-//!                                                                finished
+//! running ──limit fires / INT,TERM,HUP──▶ stopping ──kill-after over──▶ killed
+//!    │                                        │                           │
+//!    └──────────── command exits ─────────────┴───────────────────────────┤
+//!                                                                         ▼
+//!      after exit: drain what is still written; while stopping (or under
+//!      --kill-leftovers) also wait for the rest of the tree to die, or KILL it
+//!                                                                         │
+//!   streams closed (and tree gone) / linger ran out with a holder / bound after KILL
+//!                                                                         ▼
+//!                                                                     finished
 //! ```
 //!
 //! A job-control stop (Ctrl-Z) pauses every clock; CONT shifts every deadline by the
@@ -66,6 +67,9 @@ pub enum Action {
     PauseSelf,
     /// Continued after a pause: give the terminal back to the command and CONT it.
     Resume,
+    /// `--linger` ran out with streams open: find out whether anyone still holds them
+    /// and answer with [`Policy::linger_verdict`].
+    CheckHolders,
     /// Stop draining: close the read ends of the command's pipes.
     StopStreams,
     /// The run is over.
@@ -83,28 +87,6 @@ pub struct Stopping {
     pub killed_at: Option<Instant>,
 }
 
-/// The state machine. Build one per run with [`Policy::new`].
-#[derive(Debug)]
-pub struct Policy {
-    limits: Limits,
-    kill_leftovers: bool,
-    /// The command shares saferun's process group, so a signal the terminal sent has
-    /// already reached it.
-    share_group: bool,
-    /// saferun handed the terminal to the command, so it must act as a shell does when
-    /// the command is stopped from the keyboard.
-    job_control: bool,
-    wall_deadline: Option<Instant>,
-    /// Silence is counted from here at the earliest (start, or the end of a pause).
-    quiet_since: Instant,
-    paused_since: Option<Instant>,
-    stopping: Option<Stopping>,
-    exited_at: Option<Instant>,
-    open_streams: usize,
-    linger_expired: bool,
-    finished: bool,
-}
-
 /// Switches that change how the policy reads events.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Mode {
@@ -113,20 +95,59 @@ pub struct Mode {
     pub job_control: bool,
 }
 
+/// The state machine. Build one per run with [`Policy::new`].
+#[derive(Debug)]
+pub struct Policy {
+    limits: Limits,
+    mode: Mode,
+    wall_deadline: Option<Instant>,
+    /// saferun ends by then whatever happens: timeout + kill-after + linger (none when
+    /// there is no timeout, or escalation is off).
+    hard_end: Option<Instant>,
+    /// Silence is counted from here at the earliest (start, or the end of a pause).
+    quiet_since: Instant,
+    paused_since: Option<Instant>,
+    stopping: Option<Stopping>,
+    /// The signal that cancelled the run, even if a limit had fired first.
+    cancelled: Option<Signal>,
+    exited_at: Option<Instant>,
+    open_streams: usize,
+    /// Nobody holds the pipes any more: what is left is being delivered, not lingering.
+    writers_gone: bool,
+    /// `--linger` ran out and the holders were looked at.
+    linger_checked: bool,
+    /// Under a stop or `--kill-leftovers`, the rest of the tree must die (or be KILLed)
+    /// before the run ends; set once it has.
+    tree_gone: bool,
+    leftovers_signalled: bool,
+    linger_expired: bool,
+    finished: bool,
+}
+
 impl Policy {
     pub fn new(limits: Limits, mode: Mode, open_streams: usize, start: Instant) -> Policy {
         let wall_deadline = limits.timeout.and_then(|t| start.checked_add(t));
+        let hard_end = match (wall_deadline, limits.kill_after) {
+            (Some(wall), Some(kill)) => wall
+                .checked_add(kill)
+                .and_then(|t| t.checked_add(limits.linger)),
+            _ => None,
+        };
         Policy {
             limits,
-            kill_leftovers: mode.kill_leftovers,
-            share_group: mode.share_group,
-            job_control: mode.job_control,
+            mode,
             wall_deadline,
+            hard_end,
             quiet_since: start,
             paused_since: None,
             stopping: None,
+            cancelled: None,
             exited_at: None,
             open_streams,
+            writers_gone: false,
+            linger_checked: false,
+            tree_gone: false,
+            leftovers_signalled: false,
             linger_expired: false,
             finished: false,
         }
@@ -134,6 +155,11 @@ impl Policy {
 
     pub fn stopping(&self) -> Option<Stopping> {
         self.stopping
+    }
+
+    /// The signal that cancelled the run, if one did.
+    pub fn cancelled(&self) -> Option<Signal> {
+        self.cancelled
     }
 
     pub fn exited(&self) -> bool {
@@ -148,6 +174,21 @@ impl Policy {
         self.finished
     }
 
+    pub fn killed(&self) -> bool {
+        self.stopping.is_some_and(|s| s.killed_at.is_some())
+    }
+
+    /// Whether the run waits for the rest of the command's tree to die: the command
+    /// exited while saferun was stopping it (or under `--kill-leftovers`), and KILL has
+    /// not been sent yet. The caller then reports [`Policy::tree_gone`] when it is.
+    pub fn waiting_for_tree(&self) -> bool {
+        self.exited_at.is_some()
+            && !self.tree_gone
+            && !self.finished
+            && !self.killed()
+            && (self.stopping.is_some() || self.leftovers_signalled)
+    }
+
     /// Reacts to one event.
     pub fn handle(&mut self, event: &Event, now: Instant) -> Vec<Action> {
         if self.finished {
@@ -155,18 +196,19 @@ impl Policy {
         }
         match event {
             Event::Exited(_) => {
+                self.resume(now);
                 self.exited_at = Some(now);
-                self.paused_since = None;
                 let mut actions = Vec::new();
-                if self.kill_leftovers && self.stopping.is_none() {
+                if self.mode.kill_leftovers && self.stopping.is_none() {
+                    self.leftovers_signalled = true;
                     actions.push(Action::SignalLeftovers(self.limits.signal));
                 }
-                actions.extend(self.finish_if_drained());
+                actions.extend(self.finish_if_done());
                 actions
             }
             Event::StreamClosed { .. } => {
                 self.open_streams = self.open_streams.saturating_sub(1);
-                self.finish_if_drained()
+                self.finish_if_done()
             }
             Event::WriteFailed { .. } => match self.stopping {
                 Some(_) => Vec::new(),
@@ -192,7 +234,7 @@ impl Policy {
                 let keyboard_stop = [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU]
                     .iter()
                     .any(|s| *s as i32 == *signal);
-                if keyboard_stop && self.job_control && self.exited_at.is_none() {
+                if keyboard_stop && self.mode.job_control && self.exited_at.is_none() {
                     self.pause(now);
                     vec![Action::PauseSelf]
                 } else {
@@ -208,8 +250,9 @@ impl Policy {
     }
 
     fn on_signal(&mut self, signal: Signal, from_kernel: bool, now: Instant) -> Vec<Action> {
-        let already_delivered = from_kernel && self.share_group;
+        let already_delivered = from_kernel && self.mode.share_group;
         match signal {
+            Signal::SIGCHLD => Vec::new(),
             Signal::SIGTSTP => {
                 self.pause(now);
                 let mut actions = Vec::new();
@@ -228,8 +271,9 @@ impl Policy {
                 }
             }
             Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP => {
-                if self.paused_since.is_some() {
-                    self.resume(now);
+                self.resume(now);
+                if self.cancelled.is_none() {
+                    self.cancelled = Some(signal);
                 }
                 if self.exited_at.is_some() {
                     // Only leftovers remain: stop waiting for them.
@@ -247,19 +291,21 @@ impl Policy {
                     Some(ref mut stopping)
                         if stopping.killed_at.is_none() && signal != Signal::SIGHUP =>
                     {
-                        // A second INT or TERM: the user means it.
+                        // A second INT or TERM (or one during a timeout): the user means it.
                         stopping.killed_at = Some(now);
                         vec![Action::Kill]
                     }
                     Some(_) => vec![Action::Forward(signal)],
-                    None if already_delivered => {
-                        self.begin_stop(Reason::Cancelled(signal), signal, now);
-                        vec![]
+                    None => {
+                        let actions = self.begin_stop(Reason::Cancelled(signal), signal, now);
+                        if already_delivered {
+                            Vec::new()
+                        } else {
+                            actions
+                        }
                     }
-                    None => self.begin_stop(Reason::Cancelled(signal), signal, now),
                 }
             }
-            Signal::SIGCHLD => Vec::new(),
             _ if already_delivered => Vec::new(),
             other => vec![Action::Forward(other)],
         }
@@ -271,6 +317,10 @@ impl Policy {
         if self.finished || self.paused_since.is_some() {
             return Vec::new();
         }
+        if self.hard_end.is_some_and(|end| end <= now) {
+            self.linger_expired = self.exited_at.is_some();
+            return self.finish_now();
+        }
         let mut actions = Vec::new();
         if self.stopping.is_none() && self.exited_at.is_none() {
             if self.wall_deadline.is_some_and(|d| d <= now) {
@@ -279,21 +329,48 @@ impl Policy {
                 actions.extend(self.begin_stop(Reason::Idle, self.limits.signal, now));
             }
         }
-        if let Some(stopping) = &mut self.stopping
-            && stopping.killed_at.is_none()
-            && stopping.kill_at.is_some_and(|k| k <= now)
-            && !(self.exited_at.is_some() && self.open_streams == 0)
-        {
-            stopping.killed_at = Some(now);
+        if self.kill_deadline().is_some_and(|k| k <= now) {
+            self.mark_killed(now);
             actions.push(Action::Kill);
+            actions.extend(self.finish_if_done());
         }
-        if let Some(end) = self.end_deadline()
-            && end <= now
+        if let Some(killed) = self.stopping.and_then(|s| s.killed_at)
+            && killed
+                .checked_add(self.limits.linger)
+                .is_some_and(|end| end <= now)
         {
+            // KILL was sent a linger ago: whatever is still there cannot be helped.
             self.linger_expired = self.exited_at.is_some();
             actions.extend(self.finish_now());
+        } else if self.linger_deadline().is_some_and(|end| end <= now) {
+            actions.push(Action::CheckHolders);
         }
         actions
+    }
+
+    /// The answer to [`Action::CheckHolders`]: if some process still holds a pipe, stop
+    /// reading and end; if nobody does, the drains are only delivering what is left, so
+    /// wait for them (bounded by the hard end, if any).
+    /// While the tree must still die (a stop in progress), the pipes stay open until it
+    /// has or KILL went out, so that it dies of the signal and not of SIGPIPE.
+    pub fn linger_verdict(&mut self, held: bool) -> Vec<Action> {
+        self.linger_checked = true;
+        if !held {
+            self.writers_gone = true;
+            return self.finish_if_done();
+        }
+        self.linger_expired = true;
+        if self.waiting_for_tree() {
+            Vec::new()
+        } else {
+            self.finish_now()
+        }
+    }
+
+    /// The rest of the command's tree has died (see [`Policy::waiting_for_tree`]).
+    pub fn tree_gone(&mut self) -> Vec<Action> {
+        self.tree_gone = true;
+        self.finish_if_done()
     }
 
     /// The next instant at which [`Policy::tick`] has something to do.
@@ -311,12 +388,14 @@ impl Policy {
             consider(self.wall_deadline);
             consider(self.idle_deadline(last_output));
         }
-        if let Some(stopping) = self.stopping
-            && stopping.killed_at.is_none()
-        {
-            consider(stopping.kill_at);
-        }
-        consider(self.end_deadline());
+        consider(self.kill_deadline());
+        consider(
+            self.stopping
+                .and_then(|s| s.killed_at)
+                .and_then(|k| k.checked_add(self.limits.linger)),
+        );
+        consider(self.linger_deadline());
+        consider(self.hard_end);
         next
     }
 
@@ -325,14 +404,38 @@ impl Policy {
         last_output.max(self.quiet_since).checked_add(idle)
     }
 
-    /// When saferun stops waiting: linger after exit, or the bound after KILL for a
-    /// command that cannot die (uninterruptible sleep).
-    fn end_deadline(&self) -> Option<Instant> {
-        if let Some(exited) = self.exited_at {
-            return exited.checked_add(self.limits.linger);
+    /// When KILL is due: `--kill-after` after the first signal (a stop, or leftovers
+    /// signalled at exit), unless the tree is already gone.
+    fn kill_deadline(&self) -> Option<Instant> {
+        if self.killed() || self.tree_gone && self.open_streams == 0 {
+            return None;
         }
-        let killed = self.stopping?.killed_at?;
-        killed.checked_add(self.limits.linger)
+        if let Some(stopping) = self.stopping {
+            return stopping.kill_at;
+        }
+        if self.leftovers_signalled {
+            let exited = self.exited_at?;
+            return self.limits.kill_after.and_then(|k| exited.checked_add(k));
+        }
+        None
+    }
+
+    /// After the command exited, when to look at who still holds its pipes.
+    fn linger_deadline(&self) -> Option<Instant> {
+        if self.open_streams == 0 || self.writers_gone || self.linger_checked || self.killed() {
+            return None;
+        }
+        self.exited_at?.checked_add(self.limits.linger)
+    }
+
+    fn mark_killed(&mut self, now: Instant) {
+        match &mut self.stopping {
+            Some(stopping) => stopping.killed_at = Some(now),
+            None => {
+                // Leftovers KILLed after --kill-leftovers: not a stop of the command.
+                self.tree_gone = true;
+            }
+        }
     }
 
     fn begin_stop(&mut self, reason: Reason, signal: Signal, now: Instant) -> Vec<Action> {
@@ -355,8 +458,9 @@ impl Policy {
         actions
     }
 
-    fn finish_if_drained(&mut self) -> Vec<Action> {
-        if self.exited_at.is_some() && self.open_streams == 0 {
+    fn finish_if_done(&mut self) -> Vec<Action> {
+        let tree_settled = !self.waiting_for_tree();
+        if self.exited_at.is_some() && self.open_streams == 0 && tree_settled {
             self.finish_now()
         } else {
             Vec::new()
@@ -378,14 +482,19 @@ impl Policy {
         }
     }
 
+    /// Ends a pause, shifting every stored instant by its length.
     fn resume(&mut self, now: Instant) {
         let Some(since) = self.paused_since.take() else {
             return;
         };
         let paused: Duration = now.saturating_duration_since(since);
-        self.wall_deadline = self.wall_deadline.and_then(|d| d.checked_add(paused));
+        let shift = |t: Option<Instant>| t.and_then(|t| t.checked_add(paused));
+        self.wall_deadline = shift(self.wall_deadline);
+        self.hard_end = shift(self.hard_end);
+        self.exited_at = shift(self.exited_at);
         if let Some(stopping) = &mut self.stopping {
-            stopping.kill_at = stopping.kill_at.and_then(|k| k.checked_add(paused));
+            stopping.kill_at = shift(stopping.kill_at);
+            stopping.killed_at = shift(stopping.killed_at);
         }
         self.quiet_since = now;
     }
@@ -473,7 +582,9 @@ mod tests {
         let mut p = Policy::new(l, Mode::default(), 0, t0);
         p.tick(secs(t0, 10.0), t0);
         assert_eq!(p.next_deadline(t0), None);
-        assert_eq!(p.handle(&exited(), secs(t0, 100.0)), vec![Action::Finish]);
+        assert!(p.handle(&exited(), secs(t0, 100.0)).is_empty());
+        assert!(p.waiting_for_tree(), "the rest of the tree got TERM too");
+        assert_eq!(p.tree_gone(), vec![Action::Finish]);
     }
 
     #[test]
@@ -512,11 +623,48 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Policy::new(limits(), Mode::default(), 1, t0);
         p.handle(&exited(), secs(t0, 1.0));
+        assert_eq!(p.tick(secs(t0, 2.0), t0), vec![Action::CheckHolders]);
         assert_eq!(
-            p.tick(secs(t0, 2.0), t0),
+            p.linger_verdict(true),
             vec![Action::StopStreams, Action::Finish]
         );
         assert!(p.linger_expired());
+    }
+
+    #[test]
+    fn a_slow_reader_is_not_cut_off_when_nobody_holds_the_pipe() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 1, t0);
+        p.handle(&exited(), secs(t0, 1.0));
+        assert_eq!(p.tick(secs(t0, 2.0), t0), vec![Action::CheckHolders]);
+        assert!(p.linger_verdict(false).is_empty());
+        // Still delivering: only the hard end (timeout + kill-after + linger) is left.
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 16.0)));
+        assert_eq!(p.handle(&closed(), secs(t0, 5.0)), vec![Action::Finish]);
+    }
+
+    #[test]
+    fn after_a_timeout_the_tree_gets_its_grace_then_kill() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 1, t0);
+        p.tick(secs(t0, 10.0), t0);
+        // The leader dies of TERM; a group member that ignores TERM holds stdout.
+        p.handle(&Event::Exited(ChildEnd::Signaled { signal: 15, core_dumped: false }), secs(t0, 10.1));
+        assert_eq!(p.tick(secs(t0, 11.1), t0), vec![Action::CheckHolders]);
+        assert!(p.linger_verdict(true).is_empty(), "pipes stay open until KILL");
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 15.0)));
+        assert_eq!(p.tick(secs(t0, 15.0), t0), vec![Action::Kill]);
+        assert_eq!(p.handle(&closed(), secs(t0, 15.01)), vec![Action::Finish]);
+    }
+
+    #[test]
+    fn cancelling_during_a_timeout_is_remembered() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 1, t0);
+        p.tick(secs(t0, 10.0), t0);
+        assert_eq!(p.handle(&signal(Signal::SIGINT), secs(t0, 11.0)), vec![Action::Kill]);
+        assert_eq!(p.cancelled(), Some(Signal::SIGINT));
+        assert_eq!(p.stopping().unwrap().reason, Reason::Timeout);
     }
 
     #[test]
@@ -531,6 +679,12 @@ mod tests {
             p.handle(&exited(), t0),
             vec![Action::SignalLeftovers(Signal::SIGTERM)]
         );
+        assert!(p.waiting_for_tree());
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 1.0)), "linger first");
+        assert_eq!(p.tick(secs(t0, 1.0), t0), vec![Action::CheckHolders]);
+        assert!(p.linger_verdict(true).is_empty());
+        assert_eq!(p.tick(secs(t0, 5.0), t0), vec![Action::Kill]);
+        assert_eq!(p.handle(&closed(), secs(t0, 5.1)), vec![Action::Finish]);
     }
 
     #[test]
@@ -594,6 +748,9 @@ mod tests {
             vec![Action::Resume]
         );
         assert_eq!(p.next_deadline(t0), Some(secs(t0, 70.0)));
+        // The command exits; its linger is counted from then, not shifted twice.
+        p.handle(&exited(), secs(t0, 65.0));
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 66.0)));
     }
 
     #[test]

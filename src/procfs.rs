@@ -99,6 +99,11 @@ pub fn descendants(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<TreeEnt
     ordered
 }
 
+/// The pids below `root` (not `root` itself).
+pub fn tree_pids(root: i32, table: &[Proc]) -> Vec<i32> {
+    tree(root, None, table).into_iter().map(|e| e.proc.pid).collect()
+}
+
 fn tree(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<TreeEntry> {
     let mut ordered = Vec::new();
     visit(root, 0, table, &mut ordered);

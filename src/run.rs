@@ -1,6 +1,7 @@
 //! One run, wired up: spawn the command and its helper threads, then the main loop that
 //! owns the clock. Decisions come from [`Policy`]; this file only carries them out.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -204,11 +205,16 @@ pub fn run(config: &Config) -> Result<Exit> {
         start,
         streams,
         stop: Some(stop_tx),
+        holders_named: false,
         record,
     };
     runner.main_loop(&events, &activity);
     let exit = runner.finish(&events, stdin.file.as_ref(), &fed);
-    output::release_held(&held, outcome::is_failure(exit), &notices);
+    output::release_held(
+        &held,
+        outcome::is_failure(exit, runner.policy.cancelled().is_some()),
+        &notices,
+    );
     finish_report(&report_path, &runner.record, exit, &notices);
     Ok(exit)
 }
@@ -264,6 +270,8 @@ struct Runner<'a> {
     streams: Vec<OpenStream>,
     /// Dropping it tells the drains to stop.
     stop: Option<StopSender>,
+    /// Whether the pipe holders were already looked up and named.
+    holders_named: bool,
     record: Record,
 }
 
@@ -283,13 +291,38 @@ impl Runner<'_> {
                 // Every helper thread is gone; nothing more can happen.
                 Err(RecvTimeoutError::Disconnected) => vec![Action::Finish],
             };
-            for action in actions {
+            let mut queue: VecDeque<Action> = actions.into();
+            while let Some(action) = queue.pop_front() {
                 if action == Action::Finish {
                     return;
                 }
-                self.execute(action);
+                for (i, follow_up) in self.execute(action).into_iter().enumerate() {
+                    queue.insert(i, follow_up);
+                }
+            }
+            if self.policy.waiting_for_tree() && !self.tree_alive() {
+                for action in self.policy.tree_gone() {
+                    if action == Action::Finish {
+                        return;
+                    }
+                    self.execute(action);
+                }
             }
         }
+    }
+
+    /// Whether any process of the command's tree (other than the command itself, which
+    /// exited and waits to be reaped) is still alive. Without /proc, nothing is known and
+    /// saferun does not wait.
+    fn tree_alive(&self) -> bool {
+        let table = procfs::all();
+        let me = std::process::id() as i32;
+        let command = self.group.pid().as_raw();
+        let in_group = |p: &procfs::Proc| Some(p.pgid) == self.group.pgid().map(Pid::as_raw);
+        let descendants = procfs::tree_pids(me, &table);
+        table.iter().any(|p| {
+            p.pid != command && p.state != 'Z' && (in_group(p) || descendants.contains(&p.pid))
+        })
     }
 
     /// Records an event and asks the policy about it. A SIGCHLD is turned into the
@@ -346,7 +379,8 @@ impl Runner<'_> {
         }
     }
 
-    fn execute(&mut self, action: Action) {
+    /// Carries out one action; returns what must follow it at once.
+    fn execute(&mut self, action: Action) -> Vec<Action> {
         match action {
             Action::Diagnose(reason) => self.diagnose(reason),
             Action::Signal(signal) => {
@@ -360,9 +394,20 @@ impl Runner<'_> {
             Action::Kill => {
                 if let Some(stopping) = self.policy.stopping() {
                     let waited = human(Instant::now() - stopping.began);
+                    let who = if self.policy.exited() {
+                        "processes of the command's tree"
+                    } else {
+                        "command"
+                    };
                     self.notices.say(&format!(
-                        "command still running {waited} after {}; sending KILL",
+                        "{who} still running {waited} after {}; sending KILL",
                         short_name(self.signal_for(stopping.reason))
+                    ));
+                } else {
+                    self.notices.say(&format!(
+                        "leftovers still running {} after {}; sending KILL",
+                        human(self.limits.kill_after.unwrap_or_default()),
+                        short_name(self.limits.signal)
                     ));
                 }
                 self.signal_tree(Signal::SIGKILL, "escalation");
@@ -386,11 +431,19 @@ impl Runner<'_> {
                 self.group.signal(Signal::SIGCONT);
                 self.log_signal(Signal::SIGCONT, "job-control");
             }
+            Action::CheckHolders => {
+                let held = self.name_pipe_holders();
+                return self.policy.linger_verdict(held);
+            }
             Action::StopStreams => {
+                if !self.holders_named {
+                    self.name_pipe_holders();
+                }
                 self.stop = None;
             }
             Action::Finish => {}
         }
+        Vec::new()
     }
 
     fn signal_for(&self, reason: Reason) -> Signal {
@@ -551,9 +604,6 @@ impl Runner<'_> {
         stdin_file: Option<&(File, u64)>,
         fed: &AtomicU64,
     ) -> Exit {
-        if self.policy.linger_expired() {
-            self.name_pipe_holders();
-        }
         self.stop = None;
         self.await_drains(events);
         for open in &self.streams {
@@ -580,23 +630,27 @@ impl Runner<'_> {
             None => fed.load(Ordering::Relaxed),
         };
 
+        if !self.policy.exited() {
+            // A SIGCHLD that was late, or that the signal mask held back.
+            if let Some(change @ Event::Exited(_)) = group::child_change(self.group.pid()) {
+                self.note(&change);
+                self.policy.handle(&change, Instant::now());
+            }
+        }
         let exited = self.policy.exited();
+        let kill_leftovers =
+            self.config.leftovers == Leftovers::Kill || self.policy.stopping().is_some();
         if exited {
+            if kill_leftovers && self.group.pgid().is_some() {
+                // Before the reap: while the command is unreaped its group id cannot
+                // have been reused by anyone else.
+                self.group.signal(Signal::SIGKILL);
+            }
             group::reap(self.group.pid());
         } else if let Some(proc) = procfs::read(self.group.pid().as_raw()) {
-            self.notices.say(&format!(
-                "pid {} ({}) did not die after KILL ({}); giving up on it",
-                proc.pid,
-                proc.command,
-                procfs::blocked_on(&proc)
-            ));
-            self.record.unkillable.push(ProcessInfo {
-                pid: proc.pid,
-                command: proc.command,
-                state: Some(proc.state.to_string()),
-            });
+            self.unkillable(proc, "the command");
         }
-        self.handle_leftovers(exited);
+        self.handle_leftovers(exited, kill_leftovers);
         if let Some(terminal) = &self.terminal {
             terminal.take_back();
         }
@@ -611,6 +665,7 @@ impl Runner<'_> {
                 .stopping()
                 .is_some_and(|s| s.killed_at.is_some()),
             preserve_status: self.limits.preserve_status,
+            cancelled: self.policy.cancelled(),
             fail_for_leftovers: self.config.leftovers == Leftovers::Fail
                 && (!self.record.leftovers.is_empty() || !self.record.pipe_holders.is_empty()),
         };
@@ -624,20 +679,47 @@ impl Runner<'_> {
         exit
     }
 
-    /// `--linger` ran out with pipes still open: say who holds them.
-    fn name_pipe_holders(&mut self) {
+    /// A process that survived KILL (uninterruptible sleep): say so and give up on it.
+    fn unkillable(&mut self, proc: procfs::Proc, what: &str) {
+        self.notices.say(&format!(
+            "{what} pid {} ({}) did not die after KILL ({}); giving up on it",
+            proc.pid,
+            proc.command,
+            procfs::blocked_on(&proc)
+        ));
+        self.record.unkillable.push(ProcessInfo {
+            pid: proc.pid,
+            command: proc.command,
+            state: Some(proc.state.to_string()),
+        });
+    }
+
+    /// `--linger` ran out with pipes still open: say who holds them, before anything is
+    /// closed. Returns whether anyone does (unknown without /proc: assume so).
+    fn name_pipe_holders(&mut self) -> bool {
+        self.holders_named = true;
         let linger = human(self.limits.linger);
+        // While a stop is under way the pipes stay open until the tree dies or is KILLed.
+        let then = if self.policy.waiting_for_tree() {
+            "reading on until it ends or gets KILL"
+        } else {
+            "stopped reading"
+        };
+        let mut held = false;
+        let proc_readable = std::path::Path::new("/proc/self/fd").exists();
         for open in self.streams.iter().filter(|s| !s.closed) {
             let holders = procfs::pipe_writers(open.inode);
-            if holders.is_empty() {
+            if holders.is_empty() && !proc_readable {
+                held = true;
                 self.notices.say(&format!(
-                    "{} still held open {linger} after the command exited; stopped reading",
+                    "{} still held open {linger} after the command exited; {then}",
                     open.stream.name()
                 ));
             }
+            held |= !holders.is_empty();
             for holder in holders {
                 self.notices.say(&format!(
-                    "{} still held by pid {} ({}) {linger} after the command exited; stopped reading",
+                    "{} still held by pid {} ({}) {linger} after the command exited; {then}",
                     open.stream.name(),
                     holder.pid,
                     holder.command
@@ -649,6 +731,7 @@ impl Runner<'_> {
                 });
             }
         }
+        held
     }
 
     /// Waits (bounded) for every drain to deliver what it holds and close.
@@ -667,7 +750,7 @@ impl Runner<'_> {
 
     /// Finds processes that outlived the command and warns about them, or kills them
     /// (timeouts, cancellation, `--leftovers=kill`), reaping all.
-    fn handle_leftovers(&mut self, command_reaped: bool) {
+    fn handle_leftovers(&mut self, command_reaped: bool, kill: bool) {
         let any_left =
             (command_reaped && self.subreaper && group::reap_orphans()) || self.group.has_members();
         if !any_left {
@@ -681,9 +764,7 @@ impl Runner<'_> {
                 .map(|e| e.proc)
                 .filter(|p| p.state != 'Z' && p.pid != self.group.pid().as_raw())
                 .collect();
-        let kill = self.config.leftovers == Leftovers::Kill || self.policy.stopping().is_some();
         if kill {
-            self.group.signal(Signal::SIGKILL);
             for proc in &left {
                 group::signal_pid(Pid::from_raw(proc.pid), Signal::SIGKILL);
             }
@@ -708,17 +789,7 @@ impl Runner<'_> {
                     proc.pid, proc.command
                 ));
                 if let Some(stuck) = still_there {
-                    self.notices.say(&format!(
-                        "leftover pid {} ({}) did not die after KILL ({})",
-                        stuck.pid,
-                        stuck.command,
-                        procfs::blocked_on(&stuck)
-                    ));
-                    self.record.unkillable.push(ProcessInfo {
-                        pid: stuck.pid,
-                        command: stuck.command.clone(),
-                        state: Some(stuck.state.to_string()),
-                    });
+                    self.unkillable(stuck, "leftover");
                 }
             } else {
                 self.notices.say(&format!(
