@@ -45,28 +45,37 @@ pub struct Effective {
 }
 
 /// Caps `limits` to an enclosing deadline. The inner run keeps a margin (a quarter of
-/// what is left, at most 1s) for its own grace and linger, so that it ends, and says
-/// why, before the outer one acts.
+/// what is left, at most 1s) before the outer deadline, and fits its own timeout, grace
+/// before KILL and linger into what is left, so that it ends, and says why, before the
+/// outer one acts. A grace the user turned off (`-k 0`) is turned back on here: the
+/// outer saferun would KILL anyway.
 pub fn apply(mut limits: Limits, outer: Option<SystemTime>, now: SystemTime) -> Effective {
-    let own = limits.timeout.and_then(|t| now.checked_add(t));
     let Some(outer) = outer else {
+        let export = limits.timeout.and_then(|t| now.checked_add(t));
         return Effective {
             limits,
             capped: false,
-            export: own,
+            export,
         };
     };
+    let tiny = Duration::from_nanos(1);
     let remaining = outer.duration_since(now).unwrap_or_default();
     let margin = (remaining / 4).min(Duration::from_secs(1));
-    let allowed = (remaining - margin).max(Duration::from_nanos(1));
-    let capped = limits.timeout.is_none_or(|t| t > allowed);
-    if capped {
-        limits.timeout = Some(allowed);
-        limits.kill_after = Some(limits.kill_after.map_or(margin / 2, |k| k.min(margin / 2)))
-            .filter(|k| !k.is_zero());
-        limits.linger = limits.linger.min(margin / 4);
-    }
-    let export = now.checked_add(limits.timeout.unwrap_or(allowed));
+    let budget = remaining - margin;
+    let capped = limits.timeout.is_none_or(|t| t > budget);
+    let timeout = limits.timeout.unwrap_or(budget).min(budget).max(tiny);
+    // What is left between this run's timeout and the outer deadline.
+    let rest = budget.saturating_sub(timeout) + margin;
+    limits.timeout = Some(timeout);
+    limits.kill_after = Some(
+        limits
+            .kill_after
+            .unwrap_or(Duration::MAX)
+            .min(rest * 2 / 3)
+            .max(tiny),
+    );
+    limits.linger = limits.linger.min(rest / 4);
+    let export = now.checked_add(timeout);
     Effective {
         limits,
         capped,
@@ -117,9 +126,33 @@ mod tests {
         let k = e.limits.kill_after.unwrap();
         assert!(t + k + e.limits.linger < Duration::from_secs(2));
         assert_eq!(e.export, Some(now + t));
-        // A shorter own timeout is kept.
+        // A shorter own timeout is kept, and so is a grace that fits.
         let short = apply(limits(Some(1)), Some(now + Duration::from_secs(100)), now);
         assert!(!short.capped);
         assert_eq!(short.limits.timeout, Some(Duration::from_secs(1)));
+        assert_eq!(short.limits.kill_after, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn grace_and_linger_fit_before_the_outer_deadline() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let outer = now + Duration::from_secs(3);
+        let e = apply(limits(Some(2)), Some(outer), now);
+        assert!(!e.capped);
+        let total = e.limits.timeout.unwrap() + e.limits.kill_after.unwrap() + e.limits.linger;
+        assert!(total < Duration::from_secs(3), "{total:?}");
+        // `-k 0` under an outer deadline still escalates in time.
+        let mut never = limits(Some(2));
+        never.kill_after = None;
+        assert!(apply(never, Some(outer), now).limits.kill_after.is_some());
+    }
+
+    #[test]
+    fn deadline_already_past() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let e = apply(limits(Some(60)), Some(now - Duration::from_secs(5)), now);
+        assert!(e.capped);
+        assert_eq!(e.limits.timeout, Some(Duration::from_nanos(1)));
+        assert_eq!(e.limits.kill_after, Some(Duration::from_nanos(1)));
     }
 }

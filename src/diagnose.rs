@@ -1,7 +1,6 @@
 //! Saying why a command was stuck: the live process tree with what each process is
 //! blocked on, and the user's own `--on-timeout` diagnostic command, bounded.
 
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -15,7 +14,7 @@ use nix::unistd::Pid;
 
 use crate::config::OnTimeout;
 use crate::procfs;
-use crate::report::{OnTimeoutRun, TreeLine};
+use crate::report::{Notices, OnTimeoutRun, TreeLine};
 
 /// Output of `--on-timeout` kept for the report.
 const KEPT_OUTPUT: usize = 64 * 1024;
@@ -57,7 +56,13 @@ pub fn render_tree(lines: &[TreeLine]) -> Vec<String> {
 
 /// Runs `--on-timeout` through `/bin/sh -c`, passing its output to saferun's stderr as
 /// it comes, and kills it (its whole group) when its own limit runs out.
-pub fn run_on_timeout(hook: &OnTimeout, pid: Pid, pgid: Option<Pid>, reason: &str) -> OnTimeoutRun {
+pub fn run_on_timeout(
+    hook: &OnTimeout,
+    pid: Pid,
+    pgid: Option<Pid>,
+    reason: &str,
+    notices: &Notices,
+) -> OnTimeoutRun {
     let mut record = OnTimeoutRun {
         command: hook.command.clone(),
         exit_code: None,
@@ -95,7 +100,7 @@ pub fn run_on_timeout(hook: &OnTimeout, pid: Pid, pgid: Option<Pid>, reason: &st
     let deadline = Instant::now() + hook.limit;
     let reader: OwnedFd = reader.into();
     let mut kept = Vec::new();
-    record.timed_out = !copy_until(&reader, deadline, &mut kept);
+    record.timed_out = !copy_until(&reader, deadline, &mut kept, notices);
     if record.timed_out {
         let _ = nix::sys::signal::killpg(hook_pid, Signal::SIGKILL);
     }
@@ -111,7 +116,7 @@ pub fn run_on_timeout(hook: &OnTimeout, pid: Pid, pgid: Option<Pid>, reason: &st
 }
 
 /// Copies the hook's output to stderr until end of file (`true`) or the deadline (`false`).
-fn copy_until(reader: &OwnedFd, deadline: Instant, kept: &mut Vec<u8>) -> bool {
+fn copy_until(reader: &OwnedFd, deadline: Instant, kept: &mut Vec<u8>, notices: &Notices) -> bool {
     let _ = fcntl(reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
     let mut buffer = [0u8; 8192];
     loop {
@@ -132,7 +137,7 @@ fn copy_until(reader: &OwnedFd, deadline: Instant, kept: &mut Vec<u8>) -> bool {
         match nix::unistd::read(reader, &mut buffer) {
             Ok(0) => return true,
             Ok(n) => {
-                let _ = std::io::stderr().lock().write_all(&buffer[..n]);
+                notices.raw(buffer[..n].to_vec());
                 let room = KEPT_OUTPUT.saturating_sub(kept.len());
                 kept.extend_from_slice(&buffer[..n.min(room)]);
             }

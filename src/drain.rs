@@ -226,18 +226,20 @@ impl Drain {
                 }
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => {
-                    if self.input_ready() {
+                    let wake = if self.input_ready() {
                         // The input has data, so the output is full: wait for the reader
                         // downstream. That time is not the command's silence.
                         self.activity.writing.fetch_add(1, Ordering::Relaxed);
-                        wait_writable(&out);
+                        let wake = wait_writable(&out, &self.stop.0);
                         self.activity.writing.fetch_sub(1, Ordering::Relaxed);
                         self.activity.touch();
+                        wake
                     } else {
-                        match self.wait() {
-                            Wake::Readable | Wake::Pause => {}
-                            Wake::Stop => return None,
-                        }
+                        self.wait()
+                    };
+                    if let Wake::Stop = wake {
+                        let mut buffer = vec![0u8; BUFFER_SIZE];
+                        return Some(self.drain_buffered(&mut buffer, &mut false));
                     }
                 }
                 Err(Errno::EPIPE) => return Some(StreamEnd::ReaderGone),
@@ -353,14 +355,18 @@ impl Drain {
     }
 }
 
-/// Blocks until `out` can take more bytes.
+/// Blocks until `out` can take more bytes (`Readable`) or saferun asks to stop.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn wait_writable(out: &OwnedFd) {
+fn wait_writable(out: &OwnedFd, stop: &OwnedFd) -> Wake {
     loop {
-        let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLOUT)];
+        let mut fds = [
+            PollFd::new(out.as_fd(), PollFlags::POLLOUT),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
         match poll(&mut fds, PollTimeout::NONE) {
             Err(Errno::EINTR) => continue,
-            _ => return,
+            _ if fds[1].revents().is_some_and(|r| !r.is_empty()) => return Wake::Stop,
+            _ => return Wake::Readable,
         }
     }
 }

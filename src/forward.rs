@@ -7,6 +7,8 @@
 //! dispositions for all of them.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use crossbeam_channel::Sender;
@@ -46,9 +48,48 @@ const FORWARDED: &[Signal] = &[
 /// Installed handlers; signals that arrive before [`Handlers::start`] wait in its pipe.
 pub struct Handlers(SignalsInfo<WithOrigin>);
 
+/// Tells whether saferun was continued since it was last told to stop, counted in the
+/// signal handlers themselves: a TSTP quickly followed by CONT must not leave saferun
+/// stopping itself after the CONT already came (nobody would send another).
+#[derive(Clone, Default)]
+pub struct ContWatch {
+    conts: Arc<AtomicUsize>,
+    at_stop: Arc<AtomicUsize>,
+}
+
+impl ContWatch {
+    /// Notes "saferun is about to stop" (for a stop that did not come as TSTP).
+    pub fn mark_stop(&self) {
+        self.at_stop
+            .store(self.conts.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Whether a CONT arrived since the last TSTP (or [`ContWatch::mark_stop`]).
+    pub fn continued_since_stop(&self) -> bool {
+        self.conts.load(Ordering::SeqCst) != self.at_stop.load(Ordering::SeqCst)
+    }
+
+    fn install(&self) -> io::Result<()> {
+        let conts = self.conts.clone();
+        let seen = self.conts.clone();
+        let at_stop = self.at_stop.clone();
+        // SAFETY: both actions only load and store atomics, which is async-signal-safe;
+        // they allocate nothing and take no lock.
+        unsafe {
+            signal_hook::low_level::register(Signal::SIGCONT as i32, move || {
+                conts.fetch_add(1, Ordering::SeqCst);
+            })?;
+            signal_hook::low_level::register(Signal::SIGTSTP as i32, move || {
+                at_stop.store(seen.load(Ordering::SeqCst), Ordering::SeqCst);
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Installs the handlers. Done before the command starts, so that no signal (and no
 /// SIGCHLD) is missed.
-pub fn install() -> io::Result<Handlers> {
+pub fn install(watch: &ContWatch) -> io::Result<Handlers> {
     let wanted: Vec<i32> = FORWARDED
         .iter()
         .filter(|signal| {
@@ -63,7 +104,9 @@ pub fn install() -> io::Result<Handlers> {
         unblock.add(*signal);
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
-    SignalsInfo::<WithOrigin>::new(&wanted).map(Handlers)
+    let handlers = SignalsInfo::<WithOrigin>::new(&wanted).map(Handlers)?;
+    watch.install()?;
+    Ok(handlers)
 }
 
 impl Handlers {

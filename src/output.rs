@@ -180,24 +180,29 @@ pub fn own_stream(stream: Stream) -> Result<File> {
     }
 }
 
-/// `--quiet-unless-fail`: prints what was held, stream by stream, if the run failed.
-pub fn release_held(held: &[(Stream, HeldOutput)], failed: bool, notices: &Notices) {
+/// `--quiet-unless-fail`: prints what was held, stream by stream, if the run failed. The
+/// copying happens on the notices writer, so a stalled reader cannot hold saferun past
+/// its bound (see [`Notices::flush`]).
+pub fn release_held(held: Vec<(Stream, HeldOutput)>, failed: bool, notices: &Notices) {
     for (stream, output) in held {
-        let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
         if !failed {
+            let bytes = output.lock().map(|o| o.len()).unwrap_or(0);
             notices.detail(&format!(
-                "discarded {} bytes of {} (--quiet-unless-fail, success)",
-                output.len(),
+                "discarded {bytes} bytes of {} (--quiet-unless-fail, success)",
                 stream.name()
             ));
             continue;
         }
-        let Ok(mut out) = own_stream(*stream) else {
-            continue;
-        };
-        if let Err(error) = output.release(&mut out) {
-            notices.say(&format!("cannot print the held {}: {error}", stream.name()));
-        }
-        let _ = out.flush();
+        let reporter = notices.clone();
+        notices.run(move || {
+            let Ok(mut out) = own_stream(stream) else {
+                return;
+            };
+            let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(error) = output.release(&mut out) {
+                reporter.say(&format!("cannot print the held {}: {error}", stream.name()));
+            }
+            let _ = out.flush();
+        });
     }
 }

@@ -174,6 +174,11 @@ impl Policy {
         self.finished
     }
 
+    /// When saferun ends whatever happens, if a timeout sets such a bound.
+    pub fn hard_end(&self) -> Option<Instant> {
+        self.hard_end
+    }
+
     pub fn killed(&self) -> bool {
         self.stopping.is_some_and(|s| s.killed_at.is_some())
     }
@@ -649,9 +654,18 @@ mod tests {
         let mut p = Policy::new(limits(), Mode::default(), 1, t0);
         p.tick(secs(t0, 10.0), t0);
         // The leader dies of TERM; a group member that ignores TERM holds stdout.
-        p.handle(&Event::Exited(ChildEnd::Signaled { signal: 15, core_dumped: false }), secs(t0, 10.1));
+        p.handle(
+            &Event::Exited(ChildEnd::Signaled {
+                signal: 15,
+                core_dumped: false,
+            }),
+            secs(t0, 10.1),
+        );
         assert_eq!(p.tick(secs(t0, 11.1), t0), vec![Action::CheckHolders]);
-        assert!(p.linger_verdict(true).is_empty(), "pipes stay open until KILL");
+        assert!(
+            p.linger_verdict(true).is_empty(),
+            "pipes stay open until KILL"
+        );
         assert_eq!(p.next_deadline(t0), Some(secs(t0, 15.0)));
         assert_eq!(p.tick(secs(t0, 15.0), t0), vec![Action::Kill]);
         assert_eq!(p.handle(&closed(), secs(t0, 15.01)), vec![Action::Finish]);
@@ -662,7 +676,10 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Policy::new(limits(), Mode::default(), 1, t0);
         p.tick(secs(t0, 10.0), t0);
-        assert_eq!(p.handle(&signal(Signal::SIGINT), secs(t0, 11.0)), vec![Action::Kill]);
+        assert_eq!(
+            p.handle(&signal(Signal::SIGINT), secs(t0, 11.0)),
+            vec![Action::Kill]
+        );
         assert_eq!(p.cancelled(), Some(Signal::SIGINT));
         assert_eq!(p.stopping().unwrap().reason, Reason::Timeout);
     }

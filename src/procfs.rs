@@ -101,7 +101,10 @@ pub fn descendants(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<TreeEnt
 
 /// The pids below `root` (not `root` itself).
 pub fn tree_pids(root: i32, table: &[Proc]) -> Vec<i32> {
-    tree(root, None, table).into_iter().map(|e| e.proc.pid).collect()
+    tree(root, None, table)
+        .into_iter()
+        .map(|e| e.proc.pid)
+        .collect()
 }
 
 fn tree(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<TreeEntry> {

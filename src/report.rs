@@ -3,7 +3,9 @@
 //! [`Record`] the run fills in.
 
 use std::io::Write;
-use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_channel::Sender;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -15,18 +17,33 @@ use crate::signal::describe;
 /// Version of the JSON layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Lines on saferun's stderr. Each is written with one `write`, so it is never torn by
-/// the command's own stderr passing through at the same time.
-#[derive(Debug, Clone, Copy)]
+/// What saferun itself writes to its own stdout and stderr: `saferun:` lines, the
+/// `--verbose` tree, `--on-timeout` output, held `--quiet-unless-fail` output, a report
+/// to stderr. All of it goes through one writer thread, started on first use, so that a
+/// reader downstream that stops reading can never block the main thread (and with it the
+/// clock); at the end [`Notices::flush`] waits for the writer only as long as allowed.
+/// Each line is written with one `write`, so it is never torn by the command's own
+/// stderr passing through at the same time.
+#[derive(Clone)]
 pub struct Notices {
     pub verbose: bool,
+    writer: Arc<OnceLock<Sender<Job>>>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 impl Notices {
+    pub fn new(verbose: bool) -> Notices {
+        Notices {
+            verbose,
+            writer: Arc::new(OnceLock::new()),
+        }
+    }
+
     /// A line that is always printed.
     pub fn say(&self, message: &str) {
         let line = format!("saferun: {message}\n");
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        self.raw(line.into_bytes());
     }
 
     /// A line printed only with `--verbose`.
@@ -34,6 +51,61 @@ impl Notices {
         if self.verbose {
             self.say(message);
         }
+    }
+
+    /// Bytes for saferun's stderr, as they are.
+    pub fn raw(&self, bytes: Vec<u8>) {
+        self.run(move || {
+            let _ = std::io::stderr().lock().write_all(&bytes);
+        });
+    }
+
+    /// Runs `job` on the writer thread, after everything queued before it.
+    pub fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let writer = self.writer.get_or_init(|| {
+            let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+            let started = std::thread::Builder::new()
+                .name("notices".into())
+                .spawn(move || {
+                    for job in queue {
+                        job();
+                    }
+                });
+            if started.is_err() {
+                // No thread: write in place rather than lose the message.
+                let (direct, queue) = crossbeam_channel::unbounded::<Job>();
+                drop(queue);
+                return direct;
+            }
+            jobs
+        });
+        if let Err(unsent) = writer.send(Box::new(job)) {
+            (unsent.into_inner())();
+        }
+    }
+
+    /// Waits until everything queued has been written, or until `deadline` (`None`: as
+    /// long as it takes). `false` if something was left unwritten.
+    pub fn flush(&self, deadline: Option<std::time::Instant>) -> bool {
+        if self.writer.get().is_none() {
+            return true;
+        }
+        let (done, finished) = crossbeam_channel::bounded::<()>(1);
+        self.run(move || {
+            let _ = done.send(());
+        });
+        match deadline {
+            Some(deadline) => finished.recv_deadline(deadline).is_ok(),
+            None => finished.recv().is_ok(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Notices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notices")
+            .field("verbose", &self.verbose)
+            .finish()
     }
 }
 
@@ -304,14 +376,6 @@ pub fn round_ms(seconds: f64) -> f64 {
 
 pub fn round_us(seconds: f64) -> f64 {
     (seconds * 1e6).round() / 1e6
-}
-
-/// Writes the report to a file (`None`: to stderr).
-pub fn write(path: Option<&Path>, text: &str) -> std::io::Result<()> {
-    match path {
-        None => std::io::stderr().lock().write_all(text.as_bytes()),
-        Some(path) => std::fs::write(path, text),
-    }
 }
 
 #[cfg(test)]

@@ -40,9 +40,14 @@ const REAP_GRACE: Duration = Duration::from_millis(500);
 
 /// Runs the command as `config` says and returns how saferun must exit.
 pub fn run(config: &Config) -> Result<Exit> {
-    let notices = Notices {
-        verbose: config.verbose,
-    };
+    let notices = Notices::new(config.verbose);
+    let result = run_with(config, &notices);
+    // Whatever is still queued for stderr (early returns flush nothing themselves).
+    notices.flush(Some(Instant::now() + FLUSH_GRACE));
+    result
+}
+
+fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
     let start = Instant::now();
     let started_at = SystemTime::now();
     let effective = deadline::apply(config.limits.clone(), config.outer_deadline, started_at);
@@ -70,7 +75,8 @@ pub fn run(config: &Config) -> Result<Exit> {
     // Bounded, so that no helper thread allocates to send; senders wait if the loop
     // falls 256 events behind, which only delays them.
     let (events_tx, events) = crossbeam_channel::bounded(256);
-    let handlers = forward::install().context("cannot install signal handlers")?;
+    let cont_watch = forward::ContWatch::default();
+    let handlers = forward::install(&cont_watch).context("cannot install signal handlers")?;
     let subreaper = group::become_subreaper();
     let terminal = if config.share_group {
         None
@@ -100,6 +106,9 @@ pub fn run(config: &Config) -> Result<Exit> {
         (Some(reader), writer)
     };
 
+    let fed = Arc::new(AtomicU64::new(0));
+    let activity = Arc::new(Activity::new(start));
+    let (stop_tx, stop_rx) = stop_channel().context("cannot create a pipe")?;
     let mut env = Vec::new();
     if let Some(export) = effective.export {
         env.push((deadline::ENV.into(), deadline::format(export).into()));
@@ -121,7 +130,7 @@ pub fn run(config: &Config) -> Result<Exit> {
             record.errors.push(error.message);
             record.duration = start.elapsed();
             let exit = Exit::Code(error.status);
-            finish_report(&report_path, &record, exit, &notices);
+            finish_report(&report_path, &record, exit, notices);
             return Ok(exit);
         }
     };
@@ -131,61 +140,68 @@ pub fn run(config: &Config) -> Result<Exit> {
     }
     record.pid = Some(pid.as_raw());
     record.pgid = group.pgid().map(Pid::as_raw);
-    handlers
-        .start(events_tx.clone())
-        .context("cannot start a thread")?;
-
-    let fed = Arc::new(AtomicU64::new(0));
-    if let (Some(source), Some(pipe)) = (stdin.feed, stdin_pipe) {
-        feed::spawn_feeder(source, pipe, fed.clone()).context("cannot start a thread")?;
-        record.stdin.end = "eof";
-    }
-
-    let activity = Arc::new(Activity::new(start));
-    let (stop_tx, stop_rx) = stop_channel().context("cannot create a pipe")?;
     let mut streams = Vec::new();
     let mut held = Vec::new();
-    let command_word = record.argv.first().cloned().unwrap_or_default();
-    let pipes = [
-        (Stream::Stdout, Some(out_reader)),
-        (Stream::Stderr, err_reader),
-    ];
-    for (stream, reader) in pipes {
-        let Some(reader) = reader else {
-            record.stream_mut(stream).end = "none";
-            continue;
-        };
-        let pipe = OwnedFd::from(reader);
-        let inode = nix::sys::stat::fstat(&pipe).map(|s| s.st_ino).unwrap_or(0);
-        let stats = Arc::new(StreamStats::default());
-        let built = files.build(StreamSetup {
-            stream,
-            config: &config.output,
-            pid: pid.as_raw(),
-            command: &command_word,
-            start,
-            notices,
-            events: events_tx.clone(),
-        })?;
-        if let Some(output) = built.held {
-            held.push((stream, output));
-        }
-        let shared = Shared {
-            stop: stop_rx.clone(),
-            activity: activity.clone(),
-            stats: stats.clone(),
-            events: events_tx.clone(),
-        };
-        Drain::new(stream, pipe, built.sink, shared)
-            .spawn()
+    // From here on the command runs: a failure must not leave it behind.
+    let started = (|| -> Result<()> {
+        handlers
+            .start(events_tx.clone())
             .context("cannot start a thread")?;
-        streams.push(OpenStream {
-            stream,
-            inode,
-            stats,
-            cap: built.cap,
-            closed: false,
-        });
+        if let (Some(source), Some(pipe)) = (stdin.feed, stdin_pipe) {
+            feed::spawn_feeder(source, pipe, fed.clone()).context("cannot start a thread")?;
+            record.stdin.end = "eof";
+        }
+        let command_word = record.argv.first().cloned().unwrap_or_default();
+        let pipes = [
+            (Stream::Stdout, Some(out_reader)),
+            (Stream::Stderr, err_reader),
+        ];
+        for (stream, reader) in pipes {
+            let Some(reader) = reader else {
+                record.stream_mut(stream).end = "none";
+                continue;
+            };
+            let pipe = OwnedFd::from(reader);
+            let inode = nix::sys::stat::fstat(&pipe).map(|s| s.st_ino).unwrap_or(0);
+            let stats = Arc::new(StreamStats::default());
+            let built = files.build(StreamSetup {
+                stream,
+                config: &config.output,
+                pid: pid.as_raw(),
+                command: &command_word,
+                start,
+                notices: notices.clone(),
+                events: events_tx.clone(),
+            })?;
+            if let Some(output) = built.held {
+                held.push((stream, output));
+            }
+            let shared = Shared {
+                stop: stop_rx.clone(),
+                activity: activity.clone(),
+                stats: stats.clone(),
+                events: events_tx.clone(),
+            };
+            Drain::new(stream, pipe, built.sink, shared)
+                .spawn()
+                .context("cannot start a thread")?;
+            streams.push(OpenStream {
+                stream,
+                inode,
+                stats,
+                cap: built.cap,
+                closed: false,
+            });
+        }
+        Ok(())
+    })();
+    if let Err(error) = started {
+        group.signal(Signal::SIGKILL);
+        group::reap(pid);
+        if let Some(terminal) = &terminal {
+            terminal.take_back();
+        }
+        return Err(error.context("the command was killed"));
     }
     drop(events_tx);
 
@@ -196,7 +212,7 @@ pub fn run(config: &Config) -> Result<Exit> {
     };
     let mut runner = Runner {
         config,
-        notices,
+        notices: notices.clone(),
         limits: limits.clone(),
         policy: Policy::new(limits, mode, streams.len(), start),
         group,
@@ -205,17 +221,27 @@ pub fn run(config: &Config) -> Result<Exit> {
         start,
         streams,
         stop: Some(stop_tx),
+        cont_watch,
         holders_named: false,
         record,
     };
     runner.main_loop(&events, &activity);
     let exit = runner.finish(&events, stdin.file.as_ref(), &fed);
     output::release_held(
-        &held,
+        held,
         outcome::is_failure(exit, runner.policy.cancelled().is_some()),
-        &notices,
+        notices,
     );
-    finish_report(&report_path, &runner.record, exit, &notices);
+    finish_report(&report_path, &runner.record, exit, notices);
+    // What saferun itself still has to write may wait for a slow reader, but never past
+    // the bound a timeout sets.
+    let bound = runner
+        .policy
+        .hard_end()
+        .map(|end| end.max(Instant::now() + FLUSH_GRACE));
+    if !notices.flush(bound) {
+        // Nothing more can be said on a stderr that does not drain.
+    }
     Ok(exit)
 }
 
@@ -243,8 +269,13 @@ fn finish_report(
         return;
     };
     let text = report::to_json(record, exit.shell_status());
-    if let Err(error) = report::write(path.as_deref(), &text) {
-        notices.say(&format!("cannot write the report: {error}"));
+    match path {
+        None => notices.raw(text.into_bytes()),
+        Some(path) => {
+            if let Err(error) = std::fs::write(path, text) {
+                notices.say(&format!("cannot write the report: {error}"));
+            }
+        }
     }
 }
 
@@ -272,6 +303,7 @@ struct Runner<'a> {
     stop: Option<StopSender>,
     /// Whether the pipe holders were already looked up and named.
     holders_named: bool,
+    cont_watch: forward::ContWatch,
     record: Record,
 }
 
@@ -347,6 +379,8 @@ impl Runner<'_> {
     fn note(&mut self, event: &Event) {
         match event {
             Event::Exited(end) => self.record.child = Some(*end),
+            // A keyboard stop of the command: saferun will stop itself next.
+            Event::Stopped(_) => self.cont_watch.mark_stop(),
             Event::Signal {
                 signal: Signal::SIGCHLD,
                 ..
@@ -418,7 +452,11 @@ impl Runner<'_> {
                 if let Some(terminal) = &self.terminal {
                     terminal.take_back();
                 }
-                group::stop_self();
+                // A CONT that came already (its event is queued) must not find saferun
+                // stopping itself afterwards, with nobody left to continue it.
+                if !self.cont_watch.continued_since_stop() {
+                    group::stop_self();
+                }
             }
             Action::Resume => {
                 self.notices
@@ -496,8 +534,7 @@ impl Runner<'_> {
                 text.push_str(&line);
                 text.push('\n');
             }
-            use std::io::Write;
-            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+            self.notices.raw(text.into_bytes());
         }
         self.record.diagnosis = tree;
         if let Some(hook) = &self.config.on_timeout {
@@ -508,7 +545,13 @@ impl Runner<'_> {
             };
             self.notices
                 .detail(&format!("running --on-timeout: {}", hook.command));
-            let ran = diagnose::run_on_timeout(hook, self.group.pid(), self.group.pgid(), word);
+            let ran = diagnose::run_on_timeout(
+                hook,
+                self.group.pid(),
+                self.group.pgid(),
+                word,
+                &self.notices,
+            );
             if ran.timed_out {
                 self.notices.say(&format!(
                     "--on-timeout did not finish within {}; killed it",

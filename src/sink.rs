@@ -88,13 +88,36 @@ impl Destination {
     }
 }
 
+impl Destination {
+    /// `write_all`, also when saferun's caller left the descriptor non-blocking: a full
+    /// pipe (EAGAIN) is waited for, not taken for a failure.
+    fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match self.out.write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut fds = [nix::poll::PollFd::new(
+                        self.out.as_fd(),
+                        nix::poll::PollFlags::POLLOUT,
+                    )];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Sink for Destination {
     fn splice_target(&self) -> Option<BorrowedFd<'_>> {
         Some(self.out.as_fd())
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.out.write_all(bytes).map_err(|error| {
+        self.write_all(bytes).map_err(|error| {
             if self.reader_may_leave && error.kind() == io::ErrorKind::BrokenPipe {
                 SinkError::ReaderGone
             } else {
@@ -664,7 +687,7 @@ mod tests {
             limit,
             Stream::Stdout,
             stats.clone(),
-            Notices { verbose: false },
+            Notices::new(false),
             None,
         )
         .unwrap();
