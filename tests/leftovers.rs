@@ -130,3 +130,17 @@ fn orphans_are_reaped_while_the_command_runs() {
     let out = saferun(["sh", "-c", script]).run();
     out.assert_code(0).assert_stdout("0\n");
 }
+
+#[test]
+fn a_group_member_gets_its_grace_after_the_command_dies() {
+    // The command dies of TERM at once; a member of its group cleans up for half a
+    // second on TERM. It must be allowed to (no KILL before --kill-after), and saferun
+    // waits for it.
+    let script = "sh -c 'trap \"sleep 0.5; echo cleaned; exit 0\" TERM; sleep 100 & wait' & \
+                  sleep 100";
+    let out = saferun(["-t", "0.3", "-k", "10", "sh", "-c", script]).run();
+    out.assert_code(124)
+        .assert_stdout("cleaned\n")
+        .assert_faster_than(Duration::from_secs(5));
+    assert!(!out.stderr_text().contains("KILL"), "{out}");
+}

@@ -177,3 +177,31 @@ fn has(program: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+#[test]
+fn cancelling_during_a_timeout_kills_at_once_and_dies_of_the_signal() {
+    let dir = temp_dir();
+    let ready = dir.path().join("ready");
+    let script = format!("trap '' TERM; echo $$ > {}; sleep 100", ready.display());
+    let running = saferun(["-t", "0.3", "-k", "60", "sh", "-c", &script]).start();
+    wait_ready(&ready);
+    std::thread::sleep(Duration::from_millis(800));
+    running.signal(libc::SIGINT);
+    running
+        .wait()
+        .assert_signal(libc::SIGINT)
+        .assert_faster_than(Duration::from_secs(10));
+}
+
+#[test]
+fn stop_then_continue_at_once_never_leaves_saferun_stopped() {
+    for _ in 0..10 {
+        let running = saferun(["sleep", "0.3"])
+            .watchdog(Duration::from_secs(10))
+            .start();
+        std::thread::sleep(Duration::from_millis(50));
+        running.signal(libc::SIGTSTP);
+        running.signal(libc::SIGCONT);
+        running.wait().assert_code(0);
+    }
+}

@@ -142,3 +142,37 @@ fn order_within_each_stream_is_kept() {
     assert_eq!(out.stdout_text(), expected_out);
     assert_eq!(out.stderr_text(), expected_err);
 }
+
+#[test]
+fn a_slow_reader_gets_everything_even_after_linger() {
+    // The reader starts reading two seconds after the command exited (linger is 1s);
+    // nobody holds the pipe any more, so saferun waits for the reader, not the clock.
+    let script = format!(
+        "{} -- head -c 3000000 /dev/zero | (sleep 2; wc -c); echo ${{PIPESTATUS[0]}}",
+        util::BIN
+    );
+    let out = saferun(["bash", "-c", &script]).run();
+    out.assert_code(0).assert_stdout("3000000\n0\n");
+    assert!(!out.stderr_text().contains("held"), "{out}");
+}
+
+#[test]
+fn a_stalled_reader_of_saferuns_own_stderr_does_not_stop_the_clock() {
+    // saferun's stdout and stderr both go into a pipe nobody reads; the timeout message
+    // itself cannot be written, yet saferun ends within timeout + kill-after + linger.
+    let script = format!(
+        "exec 3>&1; start=$(date +%s%N); ( {} -t 1 -k 1 --linger 0.5 -- yes 2>&1; \
+         echo \"rc=$? ms=$(( ($(date +%s%N) - start) / 1000000 ))\" >&3 ) | sleep 8",
+        util::BIN
+    );
+    let out = saferun(["bash", "-c", &script]).run();
+    let text = out.stdout_text();
+    let ms: u64 = text
+        .trim()
+        .rsplit("ms=")
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(text.starts_with("rc=124"), "{out}");
+    assert!(ms < 5000, "saferun took {ms} ms\n{out}");
+}
