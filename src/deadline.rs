@@ -64,8 +64,10 @@ pub fn apply(mut limits: Limits, outer: Option<SystemTime>, now: SystemTime) -> 
     let budget = remaining - margin;
     let capped = limits.timeout.is_none_or(|t| t > budget);
     let timeout = limits.timeout.unwrap_or(budget).min(budget).max(tiny);
-    // What is left between this run's timeout and the outer deadline.
-    let rest = budget.saturating_sub(timeout) + margin;
+    // What is left between this run's timeout and the outer deadline, less what the
+    // teardown after the bound may take (flushing, reaping: under a second).
+    let teardown = (margin / 2).min(Duration::from_secs(1));
+    let rest = (budget.saturating_sub(timeout) + margin).saturating_sub(teardown);
     limits.timeout = Some(timeout);
     limits.kill_after = Some(
         limits

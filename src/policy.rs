@@ -120,6 +120,8 @@ pub struct Policy {
     /// before the run ends; set once it has.
     tree_gone: bool,
     leftovers_signalled: bool,
+    /// When the leftovers got KILL (under `--kill-leftovers`).
+    leftovers_killed_at: Option<Instant>,
     linger_expired: bool,
     finished: bool,
 }
@@ -148,6 +150,7 @@ impl Policy {
             linger_checked: false,
             tree_gone: false,
             leftovers_signalled: false,
+            leftovers_killed_at: None,
             linger_expired: false,
             finished: false,
         }
@@ -186,12 +189,19 @@ impl Policy {
     /// Whether the run waits for the rest of the command's tree to die: the command
     /// exited while saferun was stopping it (or under `--kill-leftovers`), and KILL has
     /// not been sent yet. The caller then reports [`Policy::tree_gone`] when it is.
+    /// Only while a KILL is scheduled: with `-k 0`, or after a failure that sent no
+    /// signal, nothing would ever end the wait.
     pub fn waiting_for_tree(&self) -> bool {
+        let kill_scheduled = match self.stopping {
+            Some(stopping) => stopping.kill_at.is_some(),
+            None => self.leftovers_signalled && self.limits.kill_after.is_some(),
+        };
         self.exited_at.is_some()
             && !self.tree_gone
             && !self.finished
             && !self.killed()
-            && (self.stopping.is_some() || self.leftovers_signalled)
+            && self.leftovers_killed_at.is_none()
+            && kill_scheduled
     }
 
     /// Reacts to one event.
@@ -277,7 +287,10 @@ impl Policy {
             }
             Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP => {
                 self.resume(now);
-                if self.cancelled.is_none() {
+                // A cancellation counts unless the command already ended under a limit:
+                // then the limit's status stands.
+                let ended_under_limit = self.exited_at.is_some() && self.stopping.is_some();
+                if self.cancelled.is_none() && !ended_under_limit {
                     self.cancelled = Some(signal);
                 }
                 if self.exited_at.is_some() {
@@ -339,7 +352,7 @@ impl Policy {
             actions.push(Action::Kill);
             actions.extend(self.finish_if_done());
         }
-        if let Some(killed) = self.stopping.and_then(|s| s.killed_at)
+        if let Some(killed) = self.any_killed_at()
             && killed
                 .checked_add(self.limits.linger)
                 .is_some_and(|end| end <= now)
@@ -395,8 +408,7 @@ impl Policy {
         }
         consider(self.kill_deadline());
         consider(
-            self.stopping
-                .and_then(|s| s.killed_at)
+            self.any_killed_at()
                 .and_then(|k| k.checked_add(self.limits.linger)),
         );
         consider(self.linger_deadline());
@@ -412,7 +424,7 @@ impl Policy {
     /// When KILL is due: `--kill-after` after the first signal (a stop, or leftovers
     /// signalled at exit), unless the tree is already gone.
     fn kill_deadline(&self) -> Option<Instant> {
-        if self.killed() || self.tree_gone && self.open_streams == 0 {
+        if self.any_killed_at().is_some() || self.tree_gone {
             return None;
         }
         if let Some(stopping) = self.stopping {
@@ -427,7 +439,11 @@ impl Policy {
 
     /// After the command exited, when to look at who still holds its pipes.
     fn linger_deadline(&self) -> Option<Instant> {
-        if self.open_streams == 0 || self.writers_gone || self.linger_checked || self.killed() {
+        if self.open_streams == 0
+            || self.writers_gone
+            || self.linger_checked
+            || self.any_killed_at().is_some()
+        {
             return None;
         }
         self.exited_at?.checked_add(self.limits.linger)
@@ -436,11 +452,16 @@ impl Policy {
     fn mark_killed(&mut self, now: Instant) {
         match &mut self.stopping {
             Some(stopping) => stopping.killed_at = Some(now),
-            None => {
-                // Leftovers KILLed after --kill-leftovers: not a stop of the command.
-                self.tree_gone = true;
-            }
+            // Leftovers KILLed after --kill-leftovers: not a stop of the command.
+            None => self.leftovers_killed_at = Some(now),
         }
+    }
+
+    /// When KILL went out, to the command or to its leftovers.
+    fn any_killed_at(&self) -> Option<Instant> {
+        self.stopping
+            .and_then(|s| s.killed_at)
+            .or(self.leftovers_killed_at)
     }
 
     fn begin_stop(&mut self, reason: Reason, signal: Signal, now: Instant) -> Vec<Action> {
@@ -497,6 +518,7 @@ impl Policy {
         self.wall_deadline = shift(self.wall_deadline);
         self.hard_end = shift(self.hard_end);
         self.exited_at = shift(self.exited_at);
+        self.leftovers_killed_at = shift(self.leftovers_killed_at);
         if let Some(stopping) = &mut self.stopping {
             stopping.kill_at = shift(stopping.kill_at);
             stopping.killed_at = shift(stopping.killed_at);
@@ -587,9 +609,9 @@ mod tests {
         let mut p = Policy::new(l, Mode::default(), 0, t0);
         p.tick(secs(t0, 10.0), t0);
         assert_eq!(p.next_deadline(t0), None);
-        assert!(p.handle(&exited(), secs(t0, 100.0)).is_empty());
-        assert!(p.waiting_for_tree(), "the rest of the tree got TERM too");
-        assert_eq!(p.tree_gone(), vec![Action::Finish]);
+        // No KILL can come, so saferun does not wait for the rest of the tree.
+        assert!(!p.waiting_for_tree());
+        assert_eq!(p.handle(&exited(), secs(t0, 100.0)), vec![Action::Finish]);
     }
 
     #[test]
@@ -685,6 +707,16 @@ mod tests {
     }
 
     #[test]
+    fn cancelling_after_the_command_ended_under_a_limit_keeps_the_limit() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(limits(), Mode::default(), 1, t0);
+        p.tick(secs(t0, 10.0), t0);
+        p.handle(&exited(), secs(t0, 10.1));
+        p.handle(&signal(Signal::SIGTERM), secs(t0, 11.0));
+        assert_eq!(p.cancelled(), None);
+    }
+
+    #[test]
     fn leftovers_signalled_at_exit() {
         let t0 = Instant::now();
         let mode = Mode {
@@ -701,7 +733,9 @@ mod tests {
         assert_eq!(p.tick(secs(t0, 1.0), t0), vec![Action::CheckHolders]);
         assert!(p.linger_verdict(true).is_empty());
         assert_eq!(p.tick(secs(t0, 5.0), t0), vec![Action::Kill]);
-        assert_eq!(p.handle(&closed(), secs(t0, 5.1)), vec![Action::Finish]);
+        assert!(p.tick(secs(t0, 5.5), t0).is_empty(), "KILL goes out once");
+        assert_eq!(p.next_deadline(t0), Some(secs(t0, 6.0)), "bound after KILL");
+        assert_eq!(p.handle(&closed(), secs(t0, 5.6)), vec![Action::Finish]);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! lines of `--verbose`, and the JSON record of `--report`, all rendered from the
 //! [`Record`] the run fills in.
 
-use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::Sender;
@@ -56,7 +55,9 @@ impl Notices {
     /// Bytes for saferun's stderr, as they are.
     pub fn raw(&self, bytes: Vec<u8>) {
         self.run(move || {
-            let _ = std::io::stderr().lock().write_all(&bytes);
+            if let Ok(mut stderr) = crate::output::own_stream(Stream::Stderr) {
+                let _ = crate::sink::write_all_waiting(&mut stderr, &bytes);
+            }
         });
     }
 

@@ -35,6 +35,9 @@ use crate::spawn::{self, Setup, Wiring};
 /// they hold before ending anyway (a stalled reader downstream cannot hold it longer).
 const FLUSH_GRACE: Duration = Duration::from_millis(200);
 
+/// While the rest of a stopped tree is awaited, how often /proc is looked at.
+const TREE_CHECK: Duration = Duration::from_millis(10);
+
 /// After the final KILL of leftovers, how long saferun waits to reap them.
 const REAP_GRACE: Duration = Duration::from_millis(500);
 
@@ -309,20 +312,56 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn main_loop(&mut self, events: &Receiver<Event>, activity: &Activity) {
+        // The tree check reads /proc: after events (a SIGCHLD may mean the tree died), at
+        // most every TREE_CHECK however many come, and once more after the last of them.
+        let mut tree_check_due: Option<Instant> = None;
+        let mut tree_dirty = true;
         while !self.policy.finished() {
             let now = Instant::now();
-            let next = self.policy.next_deadline(activity.last_output(now));
+            let recheck = tree_check_due.filter(|_| tree_dirty);
+            let next = [
+                self.policy.next_deadline(activity.last_output(now)),
+                recheck,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let received = match next {
                 Some(deadline) => events.recv_deadline(deadline),
                 None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             let now = Instant::now();
-            let actions = match received {
-                Ok(event) => self.handle(&event, now),
-                Err(RecvTimeoutError::Timeout) => self.policy.tick(now, activity.last_output(now)),
+            let mut actions = match received {
+                Ok(event) => {
+                    tree_dirty = true;
+                    self.handle(&event, now)
+                }
+                Err(RecvTimeoutError::Timeout) => Vec::new(),
                 // Every helper thread is gone; nothing more can happen.
                 Err(RecvTimeoutError::Disconnected) => vec![Action::Finish],
             };
+            // A flood of events must not stop the clock: deadlines are looked at after
+            // every event, not only when the channel is quiet.
+            let last_output = activity.last_output(now);
+            if self
+                .policy
+                .next_deadline(last_output)
+                .is_some_and(|deadline| deadline <= now)
+            {
+                actions.extend(self.policy.tick(now, last_output));
+            }
+            if self.policy.waiting_for_tree()
+                && tree_dirty
+                && tree_check_due.is_none_or(|due| due <= now)
+            {
+                tree_check_due = Some(now + TREE_CHECK);
+                tree_dirty = false;
+                if !self.tree_alive() {
+                    actions.extend(self.policy.tree_gone());
+                }
+            } else if !self.policy.waiting_for_tree() {
+                tree_check_due = None;
+            }
             let mut queue: VecDeque<Action> = actions.into();
             while let Some(action) = queue.pop_front() {
                 if action == Action::Finish {
@@ -330,14 +369,6 @@ impl Runner<'_> {
                 }
                 for (i, follow_up) in self.execute(action).into_iter().enumerate() {
                     queue.insert(i, follow_up);
-                }
-            }
-            if self.policy.waiting_for_tree() && !self.tree_alive() {
-                for action in self.policy.tree_gone() {
-                    if action == Action::Finish {
-                        return;
-                    }
-                    self.execute(action);
                 }
             }
         }

@@ -88,26 +88,30 @@ impl Destination {
     }
 }
 
-impl Destination {
-    /// `write_all`, also when saferun's caller left the descriptor non-blocking: a full
-    /// pipe (EAGAIN) is waited for, not taken for a failure.
-    fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            match self.out.write(bytes) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut fds = [nix::poll::PollFd::new(
-                        self.out.as_fd(),
-                        nix::poll::PollFlags::POLLOUT,
-                    )];
-                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
-                }
-                Err(e) => return Err(e),
+/// `write_all`, also when saferun's caller left the descriptor non-blocking: a full
+/// pipe (EAGAIN) is waited for, not taken for a failure.
+pub fn write_all_waiting(out: &mut File, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match out.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [nix::poll::PollFd::new(
+                    out.as_fd(),
+                    nix::poll::PollFlags::POLLOUT,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
             }
+            Err(e) => return Err(e),
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+impl Destination {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        write_all_waiting(&mut self.out, bytes)
     }
 }
 
@@ -224,15 +228,22 @@ impl Held {
     }
 
     /// Writes everything held to `out`.
-    pub fn release(&mut self, out: &mut impl Write) -> io::Result<()> {
+    pub fn release(&mut self, out: &mut File) -> io::Result<()> {
         if let Some(error) = self.error.take() {
             return Err(error);
         }
         match &mut self.spill {
-            None => out.write_all(&self.memory),
+            None => write_all_waiting(out, &self.memory),
             Some(file) => {
                 file.seek(SeekFrom::Start(0))?;
-                io::copy(file, out).map(drop)
+                let mut buffer = vec![0u8; 64 * 1024];
+                loop {
+                    let n = io::Read::read(file, &mut buffer)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    write_all_waiting(out, &buffer[..n])?;
+                }
             }
         }
     }
@@ -809,8 +820,11 @@ mod tests {
         for chunk in data.chunks(65536) {
             hold.write(chunk).unwrap();
         }
+        let mut file = tempfile::tempfile().unwrap();
+        held.lock().unwrap().release(&mut file).unwrap();
         let mut out = Vec::new();
-        held.lock().unwrap().release(&mut out).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        io::Read::read_to_end(&mut file, &mut out).unwrap();
         assert_eq!(out, data);
         assert!(held.lock().unwrap().memory.is_empty(), "spilled to a file");
     }
