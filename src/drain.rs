@@ -102,6 +102,9 @@ pub struct Drain {
     /// The pipe's size when the drain started, and whether it was grown since.
     capacity: usize,
     grown: bool,
+    /// A write to the destination failed: what comes next is read and dropped, so the
+    /// command never blocks while saferun stops it.
+    failed: bool,
 }
 
 /// What woke a drain waiting for data.
@@ -124,6 +127,7 @@ impl Drain {
             events: shared.events,
             capacity,
             grown: false,
+            failed: false,
         }
     }
 
@@ -135,12 +139,11 @@ impl Drain {
     }
 
     fn run(mut self) {
-        let mut failed = false;
-        let mut end = self.pump(&mut failed);
-        if !failed && let Err(error) = self.sink.finish() {
-            end = self
-                .on_sink_error(error, &mut failed)
-                .unwrap_or(StreamEnd::WriteFailed);
+        let mut end = self.pump();
+        if !self.failed
+            && let Err(error) = self.sink.finish()
+        {
+            end = self.on_sink_error(error).unwrap_or(StreamEnd::WriteFailed);
         }
         let Drain {
             stream,
@@ -167,22 +170,22 @@ impl Drain {
         }
     }
 
-    fn pump(&mut self, failed: &mut bool) -> StreamEnd {
+    fn pump(&mut self) -> StreamEnd {
         // Non-blocking reads, so that a stop request is seen even while the pipe is
         // silent; the command's own end of the pipe is unaffected.
         let _ = fcntl(&self.pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        if let Some(end) = self.splice_all(*failed) {
+        if let Some(end) = self.splice_all() {
             return end;
         }
         let mut buffer = vec![0u8; BUFFER_SIZE];
         loop {
             match nix::unistd::read(&self.pipe, &mut buffer) {
-                Ok(0) => return self.eof(*failed),
+                Ok(0) => return self.eof(),
                 Ok(n) => {
                     self.grow_if_full(n, None);
-                    if let Err(error) = self.deliver(&buffer[..n], *failed)
-                        && let Some(end) = self.on_sink_error(error, failed)
+                    if let Err(error) = self.deliver(&buffer[..n])
+                        && let Some(end) = self.on_sink_error(error)
                     {
                         return end;
                     }
@@ -192,14 +195,14 @@ impl Drain {
                     Wake::Readable => continue,
                     Wake::Pause => {
                         if let Err(error) = self.sink.flush_partial()
-                            && let Some(end) = self.on_sink_error(error, failed)
+                            && let Some(end) = self.on_sink_error(error)
                         {
                             return end;
                         }
                     }
-                    Wake::Stop => return self.drain_buffered(&mut buffer, failed),
+                    Wake::Stop => return self.drain_buffered(&mut buffer),
                 },
-                Err(_) => return self.eof(*failed),
+                Err(_) => return self.eof(),
             }
         }
     }
@@ -209,19 +212,15 @@ impl Drain {
     /// `None` to fall back to read/write (a destination that refuses splice: a terminal,
     /// an append-mode file), having lost nothing, since a refused splice moves no byte.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn splice_all(&mut self, failed: bool) -> Option<StreamEnd> {
+    fn splice_all(&mut self) -> Option<StreamEnd> {
         use nix::fcntl::{SpliceFFlags, splice};
-        if failed {
-            return None;
-        }
         let out = self.sink.splice_target()?.try_clone_to_owned().ok()?;
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
         loop {
             match splice(&self.pipe, None, &out, None, SPLICE_CHUNK, flags) {
                 Ok(0) => return Some(StreamEnd::Eof),
                 Ok(n) => {
-                    self.stats.read.fetch_add(n as u64, Ordering::Relaxed);
-                    self.activity.touch();
+                    self.count(n);
                     self.grow_if_full(n, Some(&out));
                 }
                 Err(Errno::EINTR) => continue,
@@ -239,7 +238,7 @@ impl Drain {
                     };
                     if let Wake::Stop = wake {
                         let mut buffer = vec![0u8; BUFFER_SIZE];
-                        return Some(self.drain_buffered(&mut buffer, &mut false));
+                        return Some(self.drain_buffered(&mut buffer));
                     }
                 }
                 Err(Errno::EPIPE) => return Some(StreamEnd::ReaderGone),
@@ -257,22 +256,25 @@ impl Drain {
         matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
-    fn eof(&self, failed: bool) -> StreamEnd {
-        if failed {
+    fn eof(&self) -> StreamEnd {
+        if self.failed {
             StreamEnd::WriteFailed
         } else {
             StreamEnd::Eof
         }
     }
 
-    /// Counts a chunk and hands it to the sink (unless an earlier write failed: then the
-    /// chunk is dropped, so the command never blocks while saferun stops it).
-    fn deliver(&mut self, bytes: &[u8], failed: bool) -> Result<(), SinkError> {
-        self.stats
-            .read
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    /// Counts `n` bytes read from the command: its output, so not silence.
+    fn count(&self, n: usize) {
+        self.stats.read.fetch_add(n as u64, Ordering::Relaxed);
         self.activity.touch();
-        if failed {
+    }
+
+    /// Counts a chunk and hands it to the sink (unless an earlier write failed: then the
+    /// chunk is dropped).
+    fn deliver(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.count(bytes.len());
+        if self.failed {
             return Ok(());
         }
         self.activity.writing.fetch_add(1, Ordering::Relaxed);
@@ -284,12 +286,12 @@ impl Drain {
 
     /// A reader that left ends the drain at once; a failed write is reported and the
     /// drain goes on discarding (`None`).
-    fn on_sink_error(&mut self, error: SinkError, failed: &mut bool) -> Option<StreamEnd> {
+    fn on_sink_error(&mut self, error: SinkError) -> Option<StreamEnd> {
         match error {
             SinkError::ReaderGone => Some(StreamEnd::ReaderGone),
             SinkError::Failed { what, error } => {
-                if !*failed {
-                    *failed = true;
+                if !self.failed {
+                    self.failed = true;
                     let _ = self.events.send(Event::WriteFailed {
                         stream: self.stream,
                         what,
@@ -332,13 +334,13 @@ impl Drain {
     }
 
     /// On a stop request, delivers what is already in the pipe (bounded), then gives up.
-    fn drain_buffered(&mut self, buffer: &mut [u8], failed: &mut bool) -> StreamEnd {
+    fn drain_buffered(&mut self, buffer: &mut [u8]) -> StreamEnd {
         for _ in 0..16 {
             match nix::unistd::read(&self.pipe, buffer) {
-                Ok(0) => return self.eof(*failed),
+                Ok(0) => return self.eof(),
                 Ok(n) => {
-                    if let Err(error) = self.deliver(&buffer[..n], *failed)
-                        && let Some(end) = self.on_sink_error(error, failed)
+                    if let Err(error) = self.deliver(&buffer[..n])
+                        && let Some(end) = self.on_sink_error(error)
                     {
                         return end;
                     }
@@ -347,7 +349,7 @@ impl Drain {
                 Err(_) => break,
             }
         }
-        if *failed {
+        if self.failed {
             StreamEnd::WriteFailed
         } else {
             StreamEnd::Stopped
