@@ -28,8 +28,8 @@ pub enum FeedSource {
 /// The command's stdin as decided before spawning.
 pub struct StdinPlan {
     pub stdio: Stdio,
-    /// Bytes to copy into the command's pipe, if saferun feeds it.
-    pub feed: Option<FeedSource>,
+    /// If saferun feeds the command: what to copy, and the write end of its stdin pipe.
+    pub feed: Option<(FeedSource, OwnedFd)>,
     /// A regular file handed over directly: its offset before the run, to count bytes.
     pub file: Option<(File, u64)>,
 }
@@ -37,14 +37,14 @@ pub struct StdinPlan {
 pub fn plan(source: &StdinSource) -> Result<StdinPlan> {
     match source {
         StdinSource::Null => Ok(direct(Stdio::null())),
-        StdinSource::Bytes(bytes) => Ok(fed(FeedSource::Bytes(bytes.clone()))),
+        StdinSource::Bytes(bytes) => fed(FeedSource::Bytes(bytes.clone())),
         StdinSource::File(path) => {
             let file = File::open(path)
                 .with_context(|| format!("--stdin-file: cannot open '{}'", path.display()))?;
-            Ok(from_fd(file.into()))
+            from_fd(file.into())
         }
         StdinSource::Inherit => match io::stdin().as_fd().try_clone_to_owned() {
-            Ok(fd) => Ok(from_fd(fd)),
+            Ok(fd) => from_fd(fd),
             // saferun was started with stdin closed: so is the command's.
             Err(_) => Ok(direct(Stdio::null())),
         },
@@ -59,17 +59,18 @@ fn direct(stdio: Stdio) -> StdinPlan {
     }
 }
 
-fn fed(source: FeedSource) -> StdinPlan {
-    StdinPlan {
-        stdio: Stdio::piped(),
-        feed: Some(source),
+fn fed(source: FeedSource) -> Result<StdinPlan> {
+    let (reader, writer) = io::pipe().context("cannot create a pipe")?;
+    Ok(StdinPlan {
+        stdio: reader.into(),
+        feed: Some((source, writer.into())),
         file: None,
-    }
+    })
 }
 
 /// Terminals, regular files and devices are given to the command as they are (a file
 /// stays seekable, a terminal stays interactive); pipes and sockets are fed.
-fn from_fd(fd: OwnedFd) -> StdinPlan {
+fn from_fd(fd: OwnedFd) -> Result<StdinPlan> {
     let kind = fstat(&fd)
         .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)
         .unwrap_or(SFlag::S_IFIFO);
@@ -77,14 +78,14 @@ fn from_fd(fd: OwnedFd) -> StdinPlan {
         let file = File::from(fd);
         let offset = nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
         let stdio = file.try_clone().map(Stdio::from).unwrap_or(Stdio::null());
-        return StdinPlan {
+        return Ok(StdinPlan {
             stdio,
             feed: None,
             file: Some((file, offset as u64)),
-        };
+        });
     }
     if kind == SFlag::S_IFCHR {
-        return direct(Stdio::from(fd));
+        return Ok(direct(Stdio::from(fd)));
     }
     fed(FeedSource::Fd(fd))
 }

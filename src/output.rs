@@ -96,9 +96,6 @@ pub struct Built {
     pub sink: Box<dyn Sink>,
     pub cap: Option<Arc<CapStats>>,
     pub held: Option<HeldOutput>,
-    /// Whether the chain only copies bytes unchanged to one destination (a fast path may
-    /// replace it).
-    pub plain: bool,
 }
 
 impl OpenFiles {
@@ -116,20 +113,15 @@ impl OpenFiles {
         }
         let mut held = None;
         if !to_file || config.tee {
-            let own = own_stream(setup.stream)?;
             if config.quiet_unless_fail {
                 let output = Held::new();
                 held = Some(output.clone());
                 sinks.push(Box::new(Hold::new(output)));
             } else {
+                let own = own_stream(setup.stream)?;
                 sinks.push(Box::new(Destination::own_stream(own, setup.stream)));
             }
         }
-        let shaped = config.max_output.is_some()
-            || config.prefix.is_some()
-            || config.timestamps.is_some()
-            || held.is_some();
-        let plain = !shaped && sinks.len() == 1;
         let mut sink: Box<dyn Sink> = if sinks.len() == 1 {
             sinks.pop().unwrap_or_else(|| unreachable!())
         } else {
@@ -159,12 +151,7 @@ impl OpenFiles {
                     .context("cannot create a temporary file for --max-output")?,
             );
         }
-        Ok(Built {
-            sink,
-            cap,
-            held,
-            plain,
-        })
+        Ok(Built { sink, cap, held })
     }
 }
 

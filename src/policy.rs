@@ -43,6 +43,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The stable word for it: in the report's `end_reason` and `signals_sent`, and in
+    /// `SAFERUN_REASON` for `--on-timeout`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Idle => "idle",
+            Reason::Cap => "cap",
+            Reason::Cancelled(_) => "cancelled",
+            Reason::Failed => "failed",
+        }
+    }
+
     /// Limits that fire on their own (as opposed to being asked to stop).
     pub fn is_limit(self) -> bool {
         matches!(self, Reason::Timeout | Reason::Idle | Reason::Cap)

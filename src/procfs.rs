@@ -90,21 +90,30 @@ pub struct TreeEntry {
 /// Every descendant of `root` (not `root` itself), parents before children, plus any
 /// member of `group` that is not one (it cannot be, under a subreaper, but be sure).
 pub fn descendants(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<TreeEntry> {
-    let mut ordered = tree(root, group, table);
-    for entry in &mut ordered {
-        if let Some(command) = command_line(entry.proc.pid) {
-            entry.proc.command = command;
-        }
-    }
-    ordered
+    tree(root, group, table)
+        .into_iter()
+        .map(|entry| TreeEntry {
+            depth: entry.depth,
+            proc: with_command(entry.proc),
+        })
+        .collect()
 }
 
-/// The pids below `root` (not `root` itself).
-pub fn tree_pids(root: i32, table: &[Proc]) -> Vec<i32> {
-    tree(root, None, table)
+/// The same processes as [`descendants`], without reading their command lines (each
+/// keeps its short `[comm]`): for deciding, not for showing. See [`with_command`].
+pub fn below(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<Proc> {
+    tree(root, group, table)
         .into_iter()
-        .map(|e| e.proc.pid)
+        .map(|e| e.proc)
         .collect()
+}
+
+/// `proc` with its full command line, if it can still be read.
+pub fn with_command(mut proc: Proc) -> Proc {
+    if let Some(command) = command_line(proc.pid) {
+        proc.command = command;
+    }
+    proc
 }
 
 fn tree(root: i32, group: Option<i32>, table: &[Proc]) -> Vec<TreeEntry> {

@@ -86,19 +86,21 @@ impl Notices {
     }
 
     /// Waits until everything queued has been written, or until `deadline` (`None`: as
-    /// long as it takes). `false` if something was left unwritten.
-    pub fn flush(&self, deadline: Option<std::time::Instant>) -> bool {
+    /// long as it takes); past it, what is left is not written.
+    pub fn flush(&self, deadline: Option<std::time::Instant>) {
         if self.writer.get().is_none() {
-            return true;
+            return;
         }
         let (done, finished) = crossbeam_channel::bounded::<()>(1);
         self.run(move || {
             let _ = done.send(());
         });
-        match deadline {
-            Some(deadline) => finished.recv_deadline(deadline).is_ok(),
-            None => finished.recv().is_ok(),
-        }
+        let _ = match deadline {
+            Some(deadline) => finished.recv_deadline(deadline),
+            None => finished
+                .recv()
+                .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
+        };
     }
 }
 
@@ -232,17 +234,11 @@ impl Record {
 
 /// `end_reason`: a stable word for how the run ended.
 pub fn end_reason(record: &Record) -> &'static str {
-    match record.reason {
-        Some(Reason::Timeout) => "timeout",
-        Some(Reason::Idle) => "idle",
-        Some(Reason::Cap) => "cap",
-        Some(Reason::Cancelled(_)) => "cancelled",
-        Some(Reason::Failed) => "failed",
-        None => match record.child {
-            Some(ChildEnd::Signaled { .. }) => "signaled",
-            Some(ChildEnd::Exited(_)) => "exited",
-            None => "failed",
-        },
+    match (record.reason, record.child) {
+        (Some(reason), _) => reason.word(),
+        (None, Some(ChildEnd::Signaled { .. })) => "signaled",
+        (None, Some(ChildEnd::Exited(_))) => "exited",
+        (None, None) => "failed",
     }
 }
 

@@ -74,7 +74,7 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
     record.stdin.end = "none";
 
     // Everything that can fail as saferun's own fault happens before the command starts.
-    let report_path = prepare_report(config.report.as_ref())?;
+    prepare_report(config.report.as_ref())?;
     // Bounded, so that no helper thread allocates to send; senders wait if the loop
     // falls 256 events behind, which only delays them.
     let (events_tx, events) = crossbeam_channel::bounded(256);
@@ -87,15 +87,6 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
         Terminal::if_foreground()
     };
     let stdin = feed::plan(&config.stdin)?;
-    let mut stdin_pipe = None;
-    let stdin_stdio = match stdin.feed {
-        Some(_) => {
-            let (reader, writer) = std::io::pipe().context("cannot create a pipe")?;
-            stdin_pipe = Some(OwnedFd::from(writer));
-            reader.into()
-        }
-        None => stdin.stdio,
-    };
     let mut files = output::open_files(&config.output)?;
     let (out_reader, out_writer) = std::io::pipe().context("cannot create a pipe")?;
     let (err_reader, err_writer) = if config.output.merge {
@@ -117,7 +108,7 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
         env.push((deadline::ENV.into(), deadline::format(export).into()));
     }
     let wiring = Wiring {
-        stdin: stdin_stdio,
+        stdin: stdin.stdio,
         stdout: out_writer.into(),
         stderr: err_writer.into(),
     };
@@ -133,7 +124,7 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
             record.errors.push(error.message);
             record.duration = start.elapsed();
             let exit = Exit::Code(error.status);
-            finish_report(&report_path, &record, exit, notices);
+            finish_report(config.report.as_ref(), &record, exit, notices);
             return Ok(exit);
         }
     };
@@ -150,7 +141,7 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
         handlers
             .start(events_tx.clone())
             .context("cannot start a thread")?;
-        if let (Some(source), Some(pipe)) = (stdin.feed, stdin_pipe) {
+        if let Some((source, pipe)) = stdin.feed {
             feed::spawn_feeder(source, pipe, fed.clone()).context("cannot start a thread")?;
             record.stdin.end = "eof";
         }
@@ -235,46 +226,35 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
         outcome::is_failure(exit, runner.policy.cancelled().is_some()),
         notices,
     );
-    finish_report(&report_path, &runner.record, exit, notices);
+    finish_report(config.report.as_ref(), &runner.record, exit, notices);
     // What saferun itself still has to write may wait for a slow reader, but never past
     // the bound a timeout sets.
     let bound = runner
         .policy
         .hard_end()
         .map(|end| end.max(Instant::now() + FLUSH_GRACE));
-    if !notices.flush(bound) {
-        // Nothing more can be said on a stderr that does not drain.
-    }
+    notices.flush(bound);
     Ok(exit)
 }
 
 /// Opens (creates) the report file up front, so that an unwritable path is a usage error
 /// before anything runs.
-fn prepare_report(target: Option<&ReportTarget>) -> Result<Option<Option<std::path::PathBuf>>> {
-    match target {
-        None => Ok(None),
-        Some(ReportTarget::Stderr) => Ok(Some(None)),
-        Some(ReportTarget::File(path)) => {
-            File::create(path)
-                .with_context(|| format!("--report: cannot write '{}'", path.display()))?;
-            Ok(Some(Some(path.clone())))
-        }
+fn prepare_report(target: Option<&ReportTarget>) -> Result<()> {
+    if let Some(ReportTarget::File(path)) = target {
+        File::create(path)
+            .with_context(|| format!("--report: cannot write '{}'", path.display()))?;
     }
+    Ok(())
 }
 
-fn finish_report(
-    target: &Option<Option<std::path::PathBuf>>,
-    record: &Record,
-    exit: Exit,
-    notices: &Notices,
-) {
-    let Some(path) = target else {
+fn finish_report(target: Option<&ReportTarget>, record: &Record, exit: Exit, notices: &Notices) {
+    let Some(target) = target else {
         return;
     };
     let text = report::to_json(record, exit.shell_status());
-    match path {
-        None => notices.raw(text.into_bytes()),
-        Some(path) => {
+    match target {
+        ReportTarget::Stderr => notices.raw(text.into_bytes()),
+        ReportTarget::File(path) => {
             if let Err(error) = std::fs::write(path, text) {
                 notices.say(&format!("cannot write the report: {error}"));
             }
@@ -378,14 +358,19 @@ impl Runner<'_> {
     /// exited and waits to be reaped) is still alive. Without /proc, nothing is known and
     /// saferun does not wait.
     fn tree_alive(&self) -> bool {
+        !self.live_tree().is_empty()
+    }
+
+    /// Live processes below saferun or in the command's group, but the command itself
+    /// (alive or waiting to be reaped), from one scan of /proc. Only short names: callers
+    /// read the command lines of those they keep ([`procfs::with_command`]).
+    fn live_tree(&self) -> Vec<procfs::Proc> {
         let table = procfs::all();
         let me = std::process::id() as i32;
-        let command = self.group.pid().as_raw();
-        let in_group = |p: &procfs::Proc| Some(p.pgid) == self.group.pgid().map(Pid::as_raw);
-        let descendants = procfs::tree_pids(me, &table);
-        table.iter().any(|p| {
-            p.pid != command && p.state != 'Z' && (in_group(p) || descendants.contains(&p.pid))
-        })
+        procfs::below(me, self.group.pgid().map(Pid::as_raw), &table)
+            .into_iter()
+            .filter(|p| p.pid != self.group.pid().as_raw() && p.state != 'Z')
+            .collect()
     }
 
     /// Records an event and asks the policy about it. A SIGCHLD is turned into the
@@ -523,14 +508,9 @@ impl Runner<'_> {
     }
 
     fn why(&self) -> &'static str {
-        match self.policy.stopping().map(|s| s.reason) {
-            Some(Reason::Timeout) => "timeout",
-            Some(Reason::Idle) => "idle",
-            Some(Reason::Cap) => "cap",
-            Some(Reason::Cancelled(_)) => "cancelled",
-            Some(Reason::Failed) => "failed",
-            None => "leftovers",
-        }
+        self.policy
+            .stopping()
+            .map_or("leftovers", |s| s.reason.word())
     }
 
     /// A limit fired: say so, record the tree and what each process waits on, and run
@@ -569,18 +549,13 @@ impl Runner<'_> {
         }
         self.record.diagnosis = tree;
         if let Some(hook) = &self.config.on_timeout {
-            let word = match reason {
-                Reason::Idle => "idle",
-                Reason::Cap => "cap",
-                _ => "timeout",
-            };
             self.notices
                 .detail(&format!("running --on-timeout: {}", hook.command));
             let ran = diagnose::run_on_timeout(
                 hook,
                 self.group.pid(),
                 self.group.pgid(),
-                word,
+                reason.word(),
                 &self.notices,
             );
             if ran.timed_out {
@@ -628,20 +603,14 @@ impl Runner<'_> {
     }
 
     fn log_signal(&mut self, signal: Signal, why: &'static str) {
-        let to = if self.group.pgid().is_some() {
-            "group"
-        } else {
-            "process"
+        let (to, target) = match self.group.pgid() {
+            Some(_) => ("group", "process group"),
+            None => ("process", "pid"),
         };
         if signal != Signal::SIGCONT || why == "job-control" {
             self.notices.detail(&format!(
-                "sent {} to {} {} ({why})",
+                "sent {} to {target} {} ({why})",
                 short_name(signal),
-                if to == "group" {
-                    "process group"
-                } else {
-                    "pid"
-                },
                 self.group.pid()
             ));
         }
@@ -659,14 +628,10 @@ impl Runner<'_> {
         if !self.subreaper && self.group.pgid().is_some() {
             return Vec::new();
         }
-        let table = procfs::all();
-        let me = std::process::id() as i32;
-        procfs::descendants(me, None, &table)
+        self.live_tree()
             .into_iter()
-            .map(|e| e.proc)
-            .filter(|p| p.pid != self.group.pid().as_raw())
             .filter(|p| Some(p.pgid) != self.group.pgid().map(Pid::as_raw))
-            .filter(|p| p.state != 'Z')
+            .map(procfs::with_command)
             .collect()
     }
 
@@ -681,10 +646,7 @@ impl Runner<'_> {
         self.stop = None;
         self.await_drains(events);
         for open in &self.streams {
-            let record = match open.stream {
-                Stream::Stdout => &mut self.record.stdout,
-                Stream::Stderr => &mut self.record.stderr,
-            };
+            let record = self.record.stream_mut(open.stream);
             record.bytes = open.stats.read.load(Ordering::Relaxed);
             if let Some(cap) = &open.cap {
                 record.elided = cap.elided.load(Ordering::Relaxed);
@@ -734,10 +696,7 @@ impl Runner<'_> {
         let ending = Ending {
             child: self.record.child,
             reason: self.record.reason,
-            killed: self
-                .policy
-                .stopping()
-                .is_some_and(|s| s.killed_at.is_some()),
+            killed: self.policy.killed(),
             preserve_status: self.limits.preserve_status,
             cancelled: self.policy.cancelled(),
             fail_for_leftovers: self.config.leftovers == Leftovers::Fail
@@ -825,19 +784,20 @@ impl Runner<'_> {
     /// Finds processes that outlived the command and warns about them, or kills them
     /// (timeouts, cancellation, `--leftovers=kill`), reaping all.
     fn handle_leftovers(&mut self, command_reaped: bool, kill: bool) {
-        let any_left =
-            (command_reaped && self.subreaper && group::reap_orphans()) || self.group.has_members();
-        if !any_left {
+        // Cheap before /proc: reaping orphans tells of live children, a signal 0 of group
+        // members.
+        let (subreaper, command_group) = (self.subreaper, self.group);
+        let anything_left = move || {
+            (command_reaped && subreaper && group::reap_orphans()) || command_group.has_members()
+        };
+        if !anything_left() {
             return;
         }
-        let table = procfs::all();
-        let me = std::process::id() as i32;
-        let left: Vec<procfs::Proc> =
-            procfs::descendants(me, self.group.pgid().map(Pid::as_raw), &table)
-                .into_iter()
-                .map(|e| e.proc)
-                .filter(|p| p.state != 'Z' && p.pid != self.group.pid().as_raw())
-                .collect();
+        let left: Vec<procfs::Proc> = self
+            .live_tree()
+            .into_iter()
+            .map(procfs::with_command)
+            .collect();
         if kill {
             for proc in &left {
                 group::signal_pid(Pid::from_raw(proc.pid), Signal::SIGKILL);
@@ -846,23 +806,17 @@ impl Runner<'_> {
                 self.log_signal(Signal::SIGKILL, "leftovers");
             }
             let deadline = Instant::now() + REAP_GRACE;
-            while Instant::now() < deadline {
-                let live = (command_reaped && self.subreaper && group::reap_orphans())
-                    || self.group.has_members();
-                if !live {
-                    break;
-                }
+            while Instant::now() < deadline && anything_left() {
                 thread::sleep(Duration::from_millis(2));
             }
         }
         for proc in left {
-            let still_there = procfs::read(proc.pid).filter(|p| p.state != 'Z');
             if kill {
                 self.notices.detail(&format!(
                     "killed leftover pid {} ({})",
                     proc.pid, proc.command
                 ));
-                if let Some(stuck) = still_there {
+                if let Some(stuck) = procfs::read(proc.pid).filter(|p| p.state != 'Z') {
                     self.unkillable(stuck, "leftover");
                 }
             } else {

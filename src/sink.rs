@@ -185,7 +185,6 @@ pub struct Held {
     memory: Vec<u8>,
     spill: Option<File>,
     len: u64,
-    error: Option<io::Error>,
 }
 
 /// Shared handle to held output.
@@ -199,7 +198,6 @@ impl Held {
             memory: Vec::new(),
             spill: None,
             len: 0,
-            error: None,
         }))
     }
 
@@ -229,9 +227,6 @@ impl Held {
 
     /// Writes everything held to `out`.
     pub fn release(&mut self, out: &mut File) -> io::Result<()> {
-        if let Some(error) = self.error.take() {
-            return Err(error);
-        }
         match &mut self.spill {
             None => write_all_waiting(out, &self.memory),
             Some(file) => {
