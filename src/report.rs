@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use crossbeam_channel::Sender;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::event::{ChildEnd, Stream};
 use crate::policy::Reason;
@@ -122,7 +122,7 @@ pub fn human(duration: Duration) -> String {
 }
 
 /// One signal saferun sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SentSignal {
     pub signal: String,
     /// Seconds since the command started.
@@ -135,16 +135,15 @@ pub struct SentSignal {
 }
 
 /// A process named in the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ProcessInfo {
     pub pid: i32,
     pub command: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
 }
 
 /// One line of the process tree recorded when a limit fired.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TreeLine {
     pub pid: i32,
     pub ppid: i32,
@@ -156,7 +155,7 @@ pub struct TreeLine {
 }
 
 /// A pipe still held open when `--linger` ran out.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PipeHolder {
     pub stream: &'static str,
     pub pid: i32,
@@ -164,7 +163,7 @@ pub struct PipeHolder {
 }
 
 /// What `--on-timeout` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct OnTimeoutRun {
     pub command: String,
     /// Its exit code, or null if it was killed or could not start.
@@ -175,7 +174,7 @@ pub struct OnTimeoutRun {
 }
 
 /// Per-stream figures.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct StreamRecord {
     /// Bytes read from the command (or, for stdin, accepted by it).
     pub bytes: u64,
@@ -189,7 +188,7 @@ pub struct StreamRecord {
 }
 
 /// The command's resource usage (its whole reaped tree).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Rusage {
     pub user_cpu_seconds: f64,
     pub system_cpu_seconds: f64,
@@ -242,110 +241,127 @@ pub fn end_reason(record: &Record) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
-struct Json<'a> {
-    schema_version: u32,
-    saferun_version: &'static str,
-    argv: &'a [String],
-    pid: Option<i32>,
-    pgid: Option<i32>,
-    started_at: Option<String>,
-    duration_seconds: f64,
-    exit_status: i32,
-    end_reason: &'static str,
-    command: CommandJson,
-    capped_by_outer_deadline: bool,
-    signals_sent: &'a [SentSignal],
-    rusage: &'a Rusage,
-    saferun_max_rss_kib: i64,
-    streams: StreamsJson<'a>,
-    diagnosis: &'a [TreeLine],
-    on_timeout: &'a Option<OnTimeoutRun>,
-    pipe_holders: &'a [PipeHolder],
-    leftovers: LeftoversJson<'a>,
-    escaped: &'a [ProcessInfo],
-    unkillable: &'a [ProcessInfo],
-    errors: &'a [String],
-}
-
-#[derive(Serialize)]
-struct CommandJson {
-    exit_code: Option<i32>,
-    signal: Option<String>,
-    core_dumped: bool,
-}
-
-#[derive(Serialize)]
-struct StreamsJson<'a> {
-    stdin: &'a StreamRecord,
-    stdout: &'a StreamRecord,
-    stderr: &'a StreamRecord,
-}
-
-#[derive(Serialize)]
-struct LeftoversJson<'a> {
-    action: &'static str,
-    processes: &'a [ProcessInfo],
-}
-
-/// Renders the JSON report. `exit_status` is what the caller's shell will see.
+/// Renders the JSON report (every field is described in docs/report.md).
+/// `exit_status` is what the caller's shell will see.
 pub fn to_json(record: &Record, exit_status: i32) -> String {
     let command = match record.child {
-        Some(ChildEnd::Exited(code)) => CommandJson {
-            exit_code: Some(code),
-            signal: None,
-            core_dumped: false,
-        },
+        Some(ChildEnd::Exited(code)) => {
+            json!({"exit_code": code, "signal": null, "core_dumped": false})
+        }
         Some(ChildEnd::Signaled {
             signal,
             core_dumped,
-        }) => CommandJson {
-            exit_code: None,
-            signal: Some(describe(signal)),
-            core_dumped,
-        },
-        None => CommandJson {
-            exit_code: None,
-            signal: None,
-            core_dumped: false,
-        },
+        }) => json!({"exit_code": null, "signal": describe(signal), "core_dumped": core_dumped}),
+        None => json!({"exit_code": null, "signal": null, "core_dumped": false}),
     };
-    let json = Json {
-        schema_version: SCHEMA_VERSION,
-        saferun_version: env!("CARGO_PKG_VERSION"),
-        argv: &record.argv,
-        pid: record.pid,
-        pgid: record.pgid,
-        started_at: record
+    let json = json!({
+        "schema_version": SCHEMA_VERSION,
+        "saferun_version": env!("CARGO_PKG_VERSION"),
+        "argv": record.argv,
+        "pid": record.pid,
+        "pgid": record.pgid,
+        "started_at": record
             .started_at
             .map(|t| humantime::format_rfc3339_millis(t).to_string()),
-        duration_seconds: round_us(record.duration.as_secs_f64()),
-        exit_status,
-        end_reason: end_reason(record),
-        command,
-        capped_by_outer_deadline: record.capped_by_outer_deadline,
-        signals_sent: &record.signals,
-        rusage: &record.rusage,
-        saferun_max_rss_kib: own_max_rss(),
-        streams: StreamsJson {
-            stdin: &record.stdin,
-            stdout: &record.stdout,
-            stderr: &record.stderr,
+        "duration_seconds": round_us(record.duration.as_secs_f64()),
+        "exit_status": exit_status,
+        "end_reason": end_reason(record),
+        "command": command,
+        "capped_by_outer_deadline": record.capped_by_outer_deadline,
+        "signals_sent": list(&record.signals, SentSignal::json),
+        "rusage": record.rusage.json(),
+        "saferun_max_rss_kib": own_max_rss(),
+        "streams": {
+            "stdin": record.stdin.json(),
+            "stdout": record.stdout.json(),
+            "stderr": record.stderr.json(),
         },
-        diagnosis: &record.diagnosis,
-        on_timeout: &record.on_timeout,
-        pipe_holders: &record.pipe_holders,
-        leftovers: LeftoversJson {
-            action: record.leftovers_action,
-            processes: &record.leftovers,
+        "diagnosis": list(&record.diagnosis, TreeLine::json),
+        "on_timeout": record.on_timeout.as_ref().map(OnTimeoutRun::json),
+        "pipe_holders": list(&record.pipe_holders, PipeHolder::json),
+        "leftovers": {
+            "action": record.leftovers_action,
+            "processes": list(&record.leftovers, ProcessInfo::json),
         },
-        escaped: &record.escaped,
-        unkillable: &record.unkillable,
-        errors: &record.errors,
-    };
+        "escaped": list(&record.escaped, ProcessInfo::json),
+        "unkillable": list(&record.unkillable, ProcessInfo::json),
+        "errors": record.errors,
+    });
     let mut text = serde_json::to_string_pretty(&json).unwrap_or_else(|_| "{}".into());
     text.push('\n');
     text
+}
+
+fn list<T>(items: &[T], json: fn(&T) -> Value) -> Value {
+    Value::Array(items.iter().map(json).collect())
+}
+
+impl SentSignal {
+    fn json(&self) -> Value {
+        json!({"signal": self.signal, "at": self.at, "to": self.to, "why": self.why})
+    }
+}
+
+impl ProcessInfo {
+    fn json(&self) -> Value {
+        let mut json = json!({"pid": self.pid, "command": self.command});
+        if let Some(state) = &self.state {
+            json["state"] = json!(state);
+        }
+        json
+    }
+}
+
+impl TreeLine {
+    fn json(&self) -> Value {
+        json!({
+            "pid": self.pid,
+            "ppid": self.ppid,
+            "pgid": self.pgid,
+            "depth": self.depth,
+            "state": self.state,
+            "blocked_on": self.blocked_on,
+            "command": self.command,
+        })
+    }
+}
+
+impl PipeHolder {
+    fn json(&self) -> Value {
+        json!({"stream": self.stream, "pid": self.pid, "command": self.command})
+    }
+}
+
+impl OnTimeoutRun {
+    fn json(&self) -> Value {
+        json!({
+            "command": self.command,
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
+            "output": self.output,
+        })
+    }
+}
+
+impl StreamRecord {
+    fn json(&self) -> Value {
+        json!({
+            "bytes": self.bytes,
+            "elided": self.elided,
+            "truncated": self.truncated,
+            "end": self.end,
+        })
+    }
+}
+
+impl Rusage {
+    fn json(&self) -> Value {
+        json!({
+            "user_cpu_seconds": self.user_cpu_seconds,
+            "system_cpu_seconds": self.system_cpu_seconds,
+            "max_rss_kib": self.max_rss_kib,
+        })
+    }
 }
 
 /// saferun's own peak memory, so that anyone can check it stays small. `VmHWM` where
