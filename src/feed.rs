@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
@@ -27,7 +26,8 @@ pub enum FeedSource {
 
 /// The command's stdin as decided before spawning.
 pub struct StdinPlan {
-    pub stdio: Stdio,
+    /// What the command gets as its stdin.
+    pub fd: OwnedFd,
     /// If saferun feeds the command: what to copy, and the write end of its stdin pipe.
     pub feed: Option<(FeedSource, OwnedFd)>,
     /// A regular file handed over directly: its offset before the run, to count bytes.
@@ -36,7 +36,7 @@ pub struct StdinPlan {
 
 pub fn plan(source: &StdinSource) -> Result<StdinPlan> {
     match source {
-        StdinSource::Null => Ok(direct(Stdio::null())),
+        StdinSource::Null => Ok(direct(null()?)),
         StdinSource::Bytes(bytes) => fed(FeedSource::Bytes(bytes.clone())),
         StdinSource::File(path) => {
             let file = File::open(path)
@@ -46,14 +46,19 @@ pub fn plan(source: &StdinSource) -> Result<StdinPlan> {
         StdinSource::Inherit => match io::stdin().as_fd().try_clone_to_owned() {
             Ok(fd) => from_fd(fd),
             // saferun was started with stdin closed: so is the command's.
-            Err(_) => Ok(direct(Stdio::null())),
+            Err(_) => Ok(direct(null()?)),
         },
     }
 }
 
-fn direct(stdio: Stdio) -> StdinPlan {
+fn null() -> Result<OwnedFd> {
+    let null = File::open("/dev/null").context("cannot open /dev/null")?;
+    Ok(null.into())
+}
+
+fn direct(fd: OwnedFd) -> StdinPlan {
     StdinPlan {
-        stdio,
+        fd,
         feed: None,
         file: None,
     }
@@ -62,7 +67,7 @@ fn direct(stdio: Stdio) -> StdinPlan {
 fn fed(source: FeedSource) -> Result<StdinPlan> {
     let (reader, writer) = io::pipe().context("cannot create a pipe")?;
     Ok(StdinPlan {
-        stdio: reader.into(),
+        fd: reader.into(),
         feed: Some((source, writer.into())),
         file: None,
     })
@@ -77,15 +82,14 @@ fn from_fd(fd: OwnedFd) -> Result<StdinPlan> {
     if kind == SFlag::S_IFREG {
         let file = File::from(fd);
         let offset = nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
-        let stdio = file.try_clone().map(Stdio::from).unwrap_or(Stdio::null());
         return Ok(StdinPlan {
-            stdio,
+            fd: file.try_clone().context("cannot duplicate stdin")?.into(),
             feed: None,
             file: Some((file, offset as u64)),
         });
     }
     if kind == SFlag::S_IFCHR {
-        return Ok(direct(Stdio::from(fd)));
+        return Ok(direct(fd));
     }
     fed(FeedSource::Fd(fd))
 }

@@ -21,7 +21,7 @@ use crate::event::Event;
 
 /// The signals saferun forwards: all that would end it and that a handler may catch,
 /// plus job control (TSTP, CONT).
-const FORWARDED: &[Signal] = &[
+pub(crate) const FORWARDED: &[Signal] = &[
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,

@@ -108,7 +108,7 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
         env.push((deadline::ENV.into(), deadline::format(export).into()));
     }
     let wiring = Wiring {
-        stdin: stdin.stdio,
+        stdin: stdin.fd,
         stdout: out_writer.into(),
         stderr: err_writer.into(),
     };

@@ -205,3 +205,40 @@ fn stop_then_continue_at_once_never_leaves_saferun_stopped() {
         running.wait().assert_code(0);
     }
 }
+
+#[test]
+fn signals_blocked_by_the_caller_are_unblocked_for_the_command() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(util::BIN);
+    command
+        .args(["--", "sh", "-c", "grep SigBlk /proc/self/status"])
+        .stdout(Stdio::piped());
+    // SAFETY: sigemptyset, sigaddset and pthread_sigmask are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGCHLD] {
+                libc::sigaddset(&mut set, signal);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    // A blocked SIGCHLD that stuck would hang saferun: bounded.
+    let ended = eventually(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "saferun did not end");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "SigBlk:\t0000000000000000\n"
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
