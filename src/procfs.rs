@@ -1,6 +1,7 @@
 //! Reading the process table (Linux /proc): who is left, who holds a pipe, and what a
 //! stuck process is blocked on. Read-only; on other systems every answer is empty.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
@@ -16,9 +17,52 @@ pub struct Proc {
     pub command: String,
 }
 
-/// Every process saferun can see. Only `/proc/PID/stat` is read, so `command` is the
-/// short `[comm]` name; [`descendants`] and [`read`] fill in full command lines.
-pub fn all() -> Vec<Proc> {
+/// The processes that can matter to the run saferun (`root`) started, from
+/// `/proc/PID/stat` only (so `command` is the short `[comm]` name; [`descendants`] and
+/// [`read`] fill in full command lines). As subreaper saferun inherits every orphan
+/// below it, so its descendants are all of them, found by following
+/// `/proc/PID/task/TID/children` down from `root`: work in proportion to the tree, not
+/// to the machine. Otherwise, or without those files, every process on the machine.
+pub fn table(root: i32, subreaper: bool) -> Vec<Proc> {
+    if subreaper && let Some(family) = family(root) {
+        return family;
+    }
+    all()
+}
+
+/// Every process below `root`, or `None` if the kernel has no `children` files.
+fn family(root: i32) -> Option<Vec<Proc>> {
+    if !Path::new(&format!("/proc/{root}/task/{root}/children")).exists() {
+        return None;
+    }
+    let mut found = Vec::new();
+    let mut seen = HashSet::from([root]);
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        // Each thread has its own list: its children are those it forked.
+        let Ok(threads) = fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for thread in threads.flatten() {
+            let children = fs::read_to_string(thread.path().join("children")).unwrap_or_default();
+            for pid in children
+                .split_ascii_whitespace()
+                .filter_map(|w| w.parse().ok())
+            {
+                if seen.insert(pid)
+                    && let Some(proc) = read_stat(pid)
+                {
+                    parents.push(pid);
+                    found.push(proc);
+                }
+            }
+        }
+    }
+    Some(found)
+}
+
+/// Every process saferun can see.
+fn all() -> Vec<Proc> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -293,6 +337,34 @@ fn opened_for_writing(pid: i32, fd: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn table_holds_children_and_grandchildren_with_their_parents() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        let me = std::process::id() as i32;
+        let shell = child.id() as i32;
+        let table = table(me, true);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(grandchild),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        let parent_of = |pid: i32| table.iter().find(|p| p.pid == pid).map(|p| p.ppid);
+        assert_eq!(parent_of(shell), Some(me), "{table:?}");
+        assert_eq!(parent_of(grandchild), Some(shell), "{table:?}");
+    }
 
     #[test]
     fn stat_with_odd_command_name() {

@@ -365,8 +365,8 @@ impl Runner<'_> {
     /// (alive or waiting to be reaped), from one scan of /proc. Only short names: callers
     /// read the command lines of those they keep ([`procfs::with_command`]).
     fn live_tree(&self) -> Vec<procfs::Proc> {
-        let table = procfs::all();
         let me = std::process::id() as i32;
+        let table = procfs::table(me, self.subreaper);
         procfs::below(me, self.group.pgid().map(Pid::as_raw), &table)
             .into_iter()
             .filter(|p| p.pid != self.group.pid().as_raw() && p.state != 'Z')
@@ -538,7 +538,7 @@ impl Runner<'_> {
             // Nobody would read the tree: do not delay the signal for it.
             return;
         }
-        let tree = diagnose::tree(self.group.pgid().map(Pid::as_raw));
+        let tree = diagnose::tree(self.group.pgid().map(Pid::as_raw), self.subreaper);
         if self.notices.verbose && !tree.is_empty() {
             let mut text = String::from("saferun: process tree at the timeout:\n");
             for line in diagnose::render_tree(&tree) {
