@@ -13,10 +13,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use nix::fcntl::{SpliceFFlags, splice, tee};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use nix::sys::stat::SFlag;
 
 use crate::event::{Event, Stream, StreamEnd};
 use crate::pipes;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use crate::sink::PlainTarget;
 use crate::sink::{Sink, SinkError};
 
 const BUFFER_SIZE: usize = 128 * 1024;
@@ -107,6 +113,23 @@ pub struct Drain {
     failed: bool,
 }
 
+/// How the `--tee` path ended.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+enum Teed {
+    End(StreamEnd),
+    /// One destination's reader left: go on with the other alone.
+    OnlyTo(PlainTarget),
+    /// Read/write takes over (nothing is pending, or a write failed).
+    Refused,
+}
+
+/// Why teed bytes could not all be moved to the second destination.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+enum Moved {
+    Stopped,
+    Failed(SinkError),
+}
+
 /// What woke a drain waiting for data.
 enum Wake {
     Readable,
@@ -159,13 +182,13 @@ impl Drain {
 
     /// Once a chunk as big as the pipe arrives, the pipe was full: this is a busy
     /// stream, so grow its pipe and the one it flows into (see [`crate::pipes`]).
-    fn grow_if_full(&mut self, moved: usize, out: Option<&OwnedFd>) {
+    fn grow_if_full(&mut self, moved: usize, outs: &[&OwnedFd]) {
         if self.grown || moved < self.capacity {
             return;
         }
         self.grown = true;
         pipes::grow(&self.pipe);
-        if let Some(out) = out {
+        for out in outs {
             pipes::grow(out);
         }
     }
@@ -183,7 +206,7 @@ impl Drain {
             match nix::unistd::read(&self.pipe, &mut buffer) {
                 Ok(0) => return self.eof(),
                 Ok(n) => {
-                    self.grow_if_full(n, None);
+                    self.grow_if_full(n, &[]);
                     if let Err(error) = self.deliver(&buffer[..n])
                         && let Some(end) = self.on_sink_error(error)
                     {
@@ -207,46 +230,181 @@ impl Drain {
         }
     }
 
-    /// The zero-copy path: when the sink is one plain descriptor, pages move from the
-    /// command's pipe into it with `splice(2)`, never through saferun's memory. Returns
-    /// `None` to fall back to read/write (a destination that refuses splice: a terminal,
-    /// an append-mode file), having lost nothing, since a refused splice moves no byte.
+    /// The zero-copy path: when the sink only copies bytes to plain descriptors, pages
+    /// move from the command's pipe into them inside the kernel and never through
+    /// saferun's memory: `splice(2)` into one, or for `--tee` `tee(2)` into one and
+    /// `splice(2)` into the other. Returns `None` to fall back to read/write (a
+    /// destination that refuses: a terminal, an append-mode file), having lost nothing
+    /// and duplicated nothing, since a refused call moves no byte.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn splice_all(&mut self) -> Option<StreamEnd> {
-        use nix::fcntl::{SpliceFFlags, splice};
-        let out = self.sink.splice_target()?.try_clone_to_owned().ok()?;
+        let mut targets = self.sink.plain_targets();
+        let out = match targets.len() {
+            1 => targets.pop()?,
+            2 => {
+                let second = targets.pop()?;
+                let first = targets.pop()?;
+                match self.tee_all(first, second) {
+                    Teed::End(end) => return Some(end),
+                    Teed::OnlyTo(rest) => rest,
+                    Teed::Refused => return None,
+                }
+            }
+            _ => return None,
+        };
+        self.splice_into(&out)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn splice_into(&mut self, out: &PlainTarget) -> Option<StreamEnd> {
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
         loop {
-            match splice(&self.pipe, None, &out, None, SPLICE_CHUNK, flags) {
+            match splice(&self.pipe, None, &out.fd, None, SPLICE_CHUNK, flags) {
                 Ok(0) => return Some(StreamEnd::Eof),
                 Ok(n) => {
                     self.count(n);
-                    self.grow_if_full(n, Some(&out));
+                    self.grow_if_full(n, &[&out.fd]);
                 }
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => {
-                    let wake = if self.input_ready() {
-                        // The input has data, so the output is full: wait for the reader
-                        // downstream. That time is not the command's silence.
-                        self.activity.writing.fetch_add(1, Ordering::Relaxed);
-                        let wake = wait_writable(&out, &self.stop.0);
-                        self.activity.writing.fetch_sub(1, Ordering::Relaxed);
-                        self.activity.touch();
-                        wake
-                    } else {
-                        self.wait()
-                    };
-                    if let Wake::Stop = wake {
+                    if let Wake::Stop = self.wait_either(&out.fd) {
                         let mut buffer = vec![0u8; BUFFER_SIZE];
                         return Some(self.drain_buffered(&mut buffer));
                     }
                 }
-                Err(Errno::EPIPE) => return Some(StreamEnd::ReaderGone),
+                Err(Errno::EPIPE) => match out.failure(Errno::EPIPE.into()) {
+                    SinkError::ReaderGone => return Some(StreamEnd::ReaderGone),
+                    // A file that is a FIFO whose reader left: read/write reports it.
+                    SinkError::Failed { .. } => return None,
+                },
                 // Refused (EINVAL for a terminal or O_APPEND file) or failed: read/write
                 // takes over and reports any real error with the destination's name.
                 Err(_) => return None,
             }
         }
+    }
+
+    /// `--tee` without copies: `tee(2)` duplicates what is in the command's pipe into
+    /// the target that is a pipe, then `splice(2)` moves the same bytes into the other.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn tee_all(&mut self, first: PlainTarget, second: PlainTarget) -> Teed {
+        let (teed, other) = if is_pipe(&first.fd) {
+            (first, second)
+        } else if is_pipe(&second.fd) {
+            (second, first)
+        } else {
+            return Teed::Refused;
+        };
+        // Checked before any byte is duplicated: refusing later would leave bytes that
+        // one destination already has and the other does not.
+        if !takes_splice(&other.fd) {
+            return Teed::Refused;
+        }
+        loop {
+            match tee(
+                &self.pipe,
+                &teed.fd,
+                SPLICE_CHUNK,
+                SpliceFFlags::SPLICE_F_NONBLOCK,
+            ) {
+                Ok(0) => return Teed::End(StreamEnd::Eof),
+                Ok(n) => {
+                    self.count(n);
+                    self.grow_if_full(n, &[&teed.fd, &other.fd]);
+                    match self.move_teed(n, &other) {
+                        Ok(()) => {}
+                        Err(Moved::Stopped) => {
+                            let mut buffer = vec![0u8; BUFFER_SIZE];
+                            return Teed::End(self.drain_buffered(&mut buffer));
+                        }
+                        Err(Moved::Failed(SinkError::ReaderGone)) => return Teed::OnlyTo(teed),
+                        Err(Moved::Failed(failed)) => {
+                            self.on_sink_error(failed);
+                            return Teed::Refused;
+                        }
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    if let Wake::Stop = self.wait_either(&teed.fd) {
+                        let mut buffer = vec![0u8; BUFFER_SIZE];
+                        return Teed::End(self.drain_buffered(&mut buffer));
+                    }
+                }
+                Err(Errno::EPIPE) => match teed.failure(Errno::EPIPE.into()) {
+                    SinkError::ReaderGone => return Teed::OnlyTo(other),
+                    failed => {
+                        self.on_sink_error(failed);
+                        return Teed::Refused;
+                    }
+                },
+                Err(_) => return Teed::Refused,
+            }
+        }
+    }
+
+    /// Moves exactly the `n` bytes just duplicated by `tee` into `other`. If that cannot
+    /// be done, they are read and dropped: the teed destination already has them, and
+    /// read/write must not deliver them to it a second time.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn move_teed(&mut self, n: usize, other: &PlainTarget) -> Result<(), Moved> {
+        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+        let mut left = n;
+        while left > 0 {
+            let failure = match splice(&self.pipe, None, &other.fd, None, left, flags) {
+                Ok(0) => Moved::Failed(other.failure(std::io::ErrorKind::WriteZero.into())),
+                Ok(moved) => {
+                    left -= moved;
+                    continue;
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => match self.wait_downstream(&other.fd) {
+                    Wake::Stop => Moved::Stopped,
+                    _ => continue,
+                },
+                Err(errno) => Moved::Failed(other.failure(errno.into())),
+            };
+            self.discard(left);
+            return Err(failure);
+        }
+        Ok(())
+    }
+
+    /// Reads and drops `n` bytes that are already in the command's pipe.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn discard(&self, mut n: usize) {
+        let mut scrap = [0u8; 4096];
+        while n > 0 {
+            let want = n.min(scrap.len());
+            match nix::unistd::read(&self.pipe, &mut scrap[..want]) {
+                Ok(0) => return,
+                Ok(read) => n -= read,
+                Err(Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// The destination `out` took nothing: if the command's pipe has data, `out` is full,
+    /// so wait for the reader downstream (that time is not the command's silence);
+    /// otherwise wait for data.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn wait_either(&self, out: &OwnedFd) -> Wake {
+        if self.input_ready() {
+            self.wait_downstream(out)
+        } else {
+            self.wait()
+        }
+    }
+
+    /// Waits until `out` can take more bytes or saferun asks to stop.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn wait_downstream(&self, out: &OwnedFd) -> Wake {
+        self.activity.writing.fetch_add(1, Ordering::Relaxed);
+        let wake = wait_writable(out, &self.stop.0);
+        self.activity.writing.fetch_sub(1, Ordering::Relaxed);
+        self.activity.touch();
+        wake
     }
 
     /// Whether the command's pipe has data (or hang-up) right now.
@@ -354,6 +512,30 @@ impl Drain {
         } else {
             StreamEnd::Stopped
         }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn file_type(fd: &OwnedFd) -> Option<SFlag> {
+    let mode = nix::sys::stat::fstat(fd).ok()?.st_mode;
+    Some(SFlag::from_bits_truncate(mode) & SFlag::S_IFMT)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn is_pipe(fd: &OwnedFd) -> bool {
+    file_type(fd) == Some(SFlag::S_IFIFO)
+}
+
+/// Whether `splice(2)` into `fd` will be accepted: a pipe, or a regular file not opened
+/// for appending.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn takes_splice(fd: &OwnedFd) -> bool {
+    let appending = fcntl(fd, FcntlArg::F_GETFL)
+        .is_ok_and(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_APPEND));
+    match file_type(fd) {
+        Some(SFlag::S_IFIFO) => true,
+        Some(SFlag::S_IFREG) => !appending,
+        _ => false,
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,10 +52,37 @@ pub trait Sink: Send {
         Ok(())
     }
 
-    /// When this sink only copies bytes unchanged to one descriptor, that descriptor: the
-    /// drain may then move data into it with `splice(2)` instead of through its buffer.
-    fn splice_target(&self) -> Option<BorrowedFd<'_>> {
-        None
+    /// When this sink only copies bytes unchanged to plain descriptors (one, or two for
+    /// `--tee`), those: the drain may then move data into them with `splice(2)` and
+    /// `tee(2)` instead of through its buffer. Empty otherwise.
+    fn plain_targets(&self) -> Vec<PlainTarget> {
+        Vec::new()
+    }
+}
+
+/// A [`Destination`]'s descriptor, for the drain's zero-copy path, with what an error
+/// on it means.
+pub struct PlainTarget {
+    pub fd: OwnedFd,
+    what: String,
+    reader_may_leave: bool,
+}
+
+impl PlainTarget {
+    /// What a failed `splice` or `tee` into this target means, as a write to it would.
+    pub fn failure(&self, error: io::Error) -> SinkError {
+        failure(&self.what, self.reader_may_leave, error)
+    }
+}
+
+fn failure(what: &str, reader_may_leave: bool, error: io::Error) -> SinkError {
+    if reader_may_leave && error.kind() == io::ErrorKind::BrokenPipe {
+        SinkError::ReaderGone
+    } else {
+        SinkError::Failed {
+            what: what.to_string(),
+            error,
+        }
     }
 }
 
@@ -116,21 +143,22 @@ impl Destination {
 }
 
 impl Sink for Destination {
-    fn splice_target(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.out.as_fd())
+    fn plain_targets(&self) -> Vec<PlainTarget> {
+        self.out
+            .as_fd()
+            .try_clone_to_owned()
+            .map(|fd| PlainTarget {
+                fd,
+                what: self.what.clone(),
+                reader_may_leave: self.reader_may_leave,
+            })
+            .into_iter()
+            .collect()
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.write_all(bytes).map_err(|error| {
-            if self.reader_may_leave && error.kind() == io::ErrorKind::BrokenPipe {
-                SinkError::ReaderGone
-            } else {
-                SinkError::Failed {
-                    what: self.what.clone(),
-                    error,
-                }
-            }
-        })
+        self.write_all(bytes)
+            .map_err(|error| failure(&self.what, self.reader_may_leave, error))
     }
 }
 
@@ -170,6 +198,18 @@ impl Fanout {
 impl Sink for Fanout {
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         self.each(|s| s.write(bytes))
+    }
+
+    fn plain_targets(&self) -> Vec<PlainTarget> {
+        let mut targets = Vec::new();
+        for sink in &self.sinks {
+            let mut plain = sink.plain_targets();
+            if plain.len() != 1 {
+                return Vec::new();
+            }
+            targets.append(&mut plain);
+        }
+        targets
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {

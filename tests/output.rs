@@ -70,6 +70,56 @@ fn tee_and_append() {
 }
 
 #[test]
+fn tee_without_append_is_byte_exact_on_both_streams() {
+    // The zero-copy tee path: tee(2) into saferun's own pipe, splice(2) into the file.
+    let dir = temp_dir();
+    let data = random_bytes(8 * MIB, 13);
+    let (script, reversed) = producer(dir.path(), &data);
+    let o = dir.path().join("o");
+    let e = dir.path().join("e");
+    let out = saferun([
+        "-o",
+        o.to_str().unwrap(),
+        "-e",
+        e.to_str().unwrap(),
+        "--tee",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .run();
+    out.assert_code(0);
+    assert_eq!(sha256(&out.stdout), sha256(&data));
+    assert_eq!(sha256(&out.stderr), sha256(&reversed));
+    assert_eq!(sha256(&std::fs::read(&o).unwrap()), sha256(&data));
+    assert_eq!(sha256(&std::fs::read(&e).unwrap()), sha256(&reversed));
+}
+
+#[test]
+fn tee_goes_on_into_the_file_when_the_reader_leaves() {
+    // The reader of saferun's stdout takes 1000 bytes and goes; the file still gets
+    // every byte and the command is not killed by SIGPIPE.
+    let dir = temp_dir();
+    let data = random_bytes(8 * MIB, 14);
+    let source = dir.path().join("src");
+    std::fs::write(&source, &data).unwrap();
+    let o = dir.path().join("o");
+    let status = dir.path().join("status");
+    let script = format!(
+        "({} -o {} --tee -- cat {}; echo $? > {}) | head -c 1000 | wc -c",
+        util::BIN,
+        o.display(),
+        source.display(),
+        status.display()
+    );
+    let out = saferun(["sh", "-c", &script]).run();
+    out.assert_code(0);
+    assert_eq!(out.stdout_text().trim(), "1000");
+    assert_eq!(std::fs::read_to_string(&status).unwrap(), "0\n");
+    assert_eq!(sha256(&std::fs::read(&o).unwrap()), sha256(&data));
+}
+
+#[test]
 fn merge_keeps_every_byte_of_both() {
     let script = "i=0; while [ $i -lt 500 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
     let out = saferun(["--merge", "sh", "-c", script]).run();
