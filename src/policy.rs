@@ -134,7 +134,6 @@ pub struct Policy {
     leftovers_signalled: bool,
     /// When the leftovers got KILL (under `--kill-leftovers`).
     leftovers_killed_at: Option<Instant>,
-    linger_expired: bool,
     finished: bool,
 }
 
@@ -163,7 +162,6 @@ impl Policy {
             tree_gone: false,
             leftovers_signalled: false,
             leftovers_killed_at: None,
-            linger_expired: false,
             finished: false,
         }
     }
@@ -179,10 +177,6 @@ impl Policy {
 
     pub fn exited(&self) -> bool {
         self.exited_at.is_some()
-    }
-
-    pub fn linger_expired(&self) -> bool {
-        self.linger_expired
     }
 
     pub fn finished(&self) -> bool {
@@ -348,7 +342,6 @@ impl Policy {
             return Vec::new();
         }
         if self.hard_end.is_some_and(|end| end <= now) {
-            self.linger_expired = self.exited_at.is_some();
             return self.finish_now();
         }
         let mut actions = Vec::new();
@@ -370,7 +363,6 @@ impl Policy {
                 .is_some_and(|end| end <= now)
         {
             // KILL was sent a linger ago: whatever is still there cannot be helped.
-            self.linger_expired = self.exited_at.is_some();
             actions.extend(self.finish_now());
         } else if self.linger_deadline().is_some_and(|end| end <= now) {
             actions.push(Action::CheckHolders);
@@ -389,7 +381,6 @@ impl Policy {
             self.writers_gone = true;
             return self.finish_if_done();
         }
-        self.linger_expired = true;
         if self.waiting_for_tree() {
             Vec::new()
         } else {
@@ -587,7 +578,6 @@ mod tests {
         assert_eq!(p.next_deadline(t0), Some(secs(t0, 2.0)), "linger");
         assert_eq!(p.handle(&closed(), secs(t0, 1.5)), vec![Action::Finish]);
         assert!(p.finished());
-        assert!(!p.linger_expired());
     }
 
     #[test]
@@ -667,7 +657,6 @@ mod tests {
             p.linger_verdict(true),
             vec![Action::StopStreams, Action::Finish]
         );
-        assert!(p.linger_expired());
     }
 
     #[test]
