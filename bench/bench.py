@@ -91,6 +91,9 @@ def throughput(work):
        f"{s} -o {out} -- {produce}", ">= 0.75", size)
     ab("-e file: saferun / producer 2> file", f"{produce} >{out}",
        f"{s} -e {out} -- sh -c '{produce} >&2'", ">= 0.75", size)
+    ab("(compare) -o file --tee: saferun / producer | tee file",
+       f"{produce} | tee {out} | cat >/dev/null",
+       f"{s} -o {out} --tee -- {produce} | cat >/dev/null", "-", size)
     os.unlink(out)
     # Comparisons: other relays on the same path.
     ab("(compare) cat as a relay / direct", f"{produce} | cat >/dev/null",
@@ -131,7 +134,7 @@ def startup():
                   "i=$((i+1)); done")
         return sh(script) / n
     a, b, c = [], [], []
-    for _ in range(5):
+    for _ in range(9):
         a.append(loop("/bin/true"))
         b.append(loop("timeout 100 true"))
         c.append(loop(f"{SAFERUN} -- true"))
