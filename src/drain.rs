@@ -22,7 +22,7 @@ use nix::sys::stat::SFlag;
 use crate::event::{Event, Stream, StreamEnd};
 use crate::pipes;
 #[cfg(any(target_os = "linux", target_os = "android"))]
-use crate::sink::PlainTarget;
+use crate::sink::{PlainTarget, write_all_waiting};
 use crate::sink::{Sink, SinkError};
 
 const BUFFER_SIZE: usize = 128 * 1024;
@@ -119,14 +119,17 @@ enum Teed {
     End(StreamEnd),
     /// One destination's reader left: go on with the other alone.
     OnlyTo(PlainTarget),
-    /// Read/write takes over (nothing is pending, or a write failed).
+    /// Read/write takes over (nothing is owed to either destination, or a write failed).
     Refused,
 }
 
-/// Why teed bytes could not all be moved to the second destination.
+/// Why teed bytes could not all be spliced into the second destination.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 enum Moved {
+    /// saferun asked to stop while the destination was full.
     Stopped,
+    /// It refused splice; the bytes were written to it instead.
+    HandedOver,
     Failed(SinkError),
 }
 
@@ -313,10 +316,8 @@ impl Drain {
                     self.grow_if_full(n, &[&teed.fd, &other.fd]);
                     match self.move_teed(n, &other) {
                         Ok(()) => {}
-                        Err(Moved::Stopped) => {
-                            let mut buffer = vec![0u8; BUFFER_SIZE];
-                            return Teed::End(self.drain_buffered(&mut buffer));
-                        }
+                        Err(Moved::Stopped) => return Teed::End(StreamEnd::Stopped),
+                        Err(Moved::HandedOver) => return Teed::Refused,
                         Err(Moved::Failed(SinkError::ReaderGone)) => return Teed::OnlyTo(teed),
                         Err(Moved::Failed(failed)) => {
                             self.on_sink_error(failed);
@@ -343,31 +344,61 @@ impl Drain {
         }
     }
 
-    /// Moves exactly the `n` bytes just duplicated by `tee` into `other`. If that cannot
-    /// be done, they are read and dropped: the teed destination already has them, and
-    /// read/write must not deliver them to it a second time.
+    /// Moves exactly the `n` bytes just duplicated by `tee` into `other`. The teed
+    /// destination already has them: whatever happens, they leave the pipe here and
+    /// never reach it a second time.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn move_teed(&mut self, n: usize, other: &PlainTarget) -> Result<(), Moved> {
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
         let mut left = n;
         while left > 0 {
-            let failure = match splice(&self.pipe, None, &other.fd, None, left, flags) {
-                Ok(0) => Moved::Failed(other.failure(std::io::ErrorKind::WriteZero.into())),
-                Ok(moved) => {
-                    left -= moved;
-                    continue;
+            match splice(&self.pipe, None, &other.fd, None, left, flags) {
+                Ok(0) => return Err(self.hand_over(left, other)),
+                Ok(moved) => left -= moved,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    if let Wake::Stop = self.wait_downstream(&other.fd) {
+                        // saferun is ending and `other`'s reader is stalled: `other` ends
+                        // here, cut short, rather than going on after a hole.
+                        self.discard(left);
+                        return Err(Moved::Stopped);
+                    }
                 }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => match self.wait_downstream(&other.fd) {
-                    Wake::Stop => Moved::Stopped,
-                    _ => continue,
-                },
-                Err(errno) => Moved::Failed(other.failure(errno.into())),
-            };
-            self.discard(left);
-            return Err(failure);
+                // Refused (a file system that cannot splice) or failed: write(2) takes
+                // over for these bytes, and names the destination if it fails too.
+                Err(_) => return Err(self.hand_over(left, other)),
+            }
         }
         Ok(())
+    }
+
+    /// Reads `n` bytes from the command's pipe and writes them to `other` alone.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn hand_over(&self, mut n: usize, other: &PlainTarget) -> Moved {
+        let mut out = match other.fd.try_clone() {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(error) => {
+                self.discard(n);
+                return Moved::Failed(other.failure(error));
+            }
+        };
+        let mut chunk = vec![0u8; n.min(BUFFER_SIZE)];
+        while n > 0 {
+            let want = n.min(chunk.len());
+            match nix::unistd::read(&self.pipe, &mut chunk[..want]) {
+                Ok(0) => break,
+                Ok(got) => {
+                    n -= got;
+                    if let Err(error) = write_all_waiting(&mut out, &chunk[..got]) {
+                        self.discard(n);
+                        return Moved::Failed(other.failure(error));
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        Moved::HandedOver
     }
 
     /// Reads and drops `n` bytes that are already in the command's pipe.
