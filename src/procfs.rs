@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::io::Read;
 use std::path::Path;
 
 /// One process as /proc shows it.
@@ -35,20 +36,18 @@ fn family(root: i32) -> Option<Vec<Proc>> {
     if !Path::new(&format!("/proc/{root}/task/{root}/children")).exists() {
         return None;
     }
+    let mut buffer = vec![0u8; 64 * 1024];
     let mut found = Vec::new();
     let mut seen = HashSet::from([root]);
-    let mut parents = vec![root];
-    while let Some(parent) = parents.pop() {
-        // Each thread has its own list: its children are those it forked.
-        let Ok(threads) = fs::read_dir(format!("/proc/{parent}/task")) else {
-            continue;
-        };
-        for thread in threads.flatten() {
-            let children = fs::read_to_string(thread.path().join("children")).unwrap_or_default();
-            for pid in children
-                .split_ascii_whitespace()
-                .filter_map(|w| w.parse().ok())
-            {
+    // A process whose parent exits while the walk is under way is not in the list of
+    // that parent when it is read, but is then in `root`'s (every orphan below a
+    // subreaper becomes its child): so walk again from `root` until nobody new turns
+    // up. The bound only matters for a tree that forks without end.
+    for _ in 0..8 {
+        let before = found.len();
+        let mut parents = vec![root];
+        while let Some(parent) = parents.pop() {
+            for pid in children(parent, &mut buffer) {
                 if seen.insert(pid)
                     && let Some(proc) = read_stat(pid)
                 {
@@ -57,8 +56,43 @@ fn family(root: i32) -> Option<Vec<Proc>> {
                 }
             }
         }
+        if found.len() == before {
+            break;
+        }
     }
     Some(found)
+}
+
+/// The children of `pid`: each of its threads has its own list, of those it forked.
+fn children(pid: i32, buffer: &mut [u8]) -> Vec<i32> {
+    let Ok(threads) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for thread in threads.flatten() {
+        let list = read_at_once(&thread.path().join("children"), buffer);
+        pids.extend(
+            list.split(u8::is_ascii_whitespace)
+                .filter_map(|word| std::str::from_utf8(word).ok()?.parse::<i32>().ok()),
+        );
+    }
+    pids
+}
+
+/// A /proc list, in one `read` when it fits `buffer`: the kernel resumes a list read in
+/// pieces by position, so a sibling exiting between two pieces would hide the next one.
+fn read_at_once<'a>(path: &Path, buffer: &'a mut [u8]) -> &'a [u8] {
+    let Ok(mut file) = fs::File::open(path) else {
+        return &[];
+    };
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    &buffer[..filled]
 }
 
 /// Every process saferun can see.

@@ -144,3 +144,49 @@ fn a_group_member_gets_its_grace_after_the_command_dies() {
         .assert_faster_than(Duration::from_secs(5));
     assert!(!out.stderr_text().contains("KILL"), "{out}");
 }
+
+#[test]
+fn leftovers_whose_parents_exit_meanwhile_are_all_named() {
+    // Sixty daemons whose parents exit at staggered moments, some while saferun is
+    // looking for leftovers: each must still be found (it has become saferun's child).
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let report = dir.path().join("report.json");
+    let script = format!(
+        "i=0; while [ $i -lt 60 ]; do \
+           ( setsid sleep 100 >/dev/null 2>&1 & echo $! >> {p}; sleep 0.0$((i % 10)); exit ) \
+             >/dev/null 2>&1 & \
+           i=$((i+1)); \
+         done; \
+         while [ $(cat {p} 2>/dev/null | wc -l) -lt 60 ]; do sleep 0.005; done",
+        p = pids.display()
+    );
+    let out = saferun([
+        "--leftovers=fail",
+        "--linger",
+        "0.2",
+        "--report",
+        report.to_str().unwrap(),
+        "sh",
+        "-c",
+        &script,
+    ])
+    .run();
+    let pids = read_pids(&pids);
+    cleanup(&pids);
+    out.assert_code(122);
+    assert_eq!(pids.len(), 60, "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let named: Vec<i64> = report["leftovers"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["pid"].as_i64())
+        .collect();
+    let missed: Vec<&i32> = pids
+        .iter()
+        .filter(|pid| !named.contains(&i64::from(**pid)))
+        .collect();
+    assert!(missed.is_empty(), "not named: {missed:?}\n{out}");
+}
