@@ -69,7 +69,8 @@ impl ContWatch {
         self.conts.load(Ordering::SeqCst) != self.at_stop.load(Ordering::SeqCst)
     }
 
-    fn install(&self) -> io::Result<()> {
+    /// `catch_tstp`: false when TSTP was ignored at start, which must stay so.
+    fn install(&self, catch_tstp: bool) -> io::Result<()> {
         let conts = self.conts.clone();
         let seen = self.conts.clone();
         let at_stop = self.at_stop.clone();
@@ -79,9 +80,11 @@ impl ContWatch {
             signal_hook::low_level::register(Signal::SIGCONT as i32, move || {
                 conts.fetch_add(1, Ordering::SeqCst);
             })?;
-            signal_hook::low_level::register(Signal::SIGTSTP as i32, move || {
-                at_stop.store(seen.load(Ordering::SeqCst), Ordering::SeqCst);
-            })?;
+            if catch_tstp {
+                signal_hook::low_level::register(Signal::SIGTSTP as i32, move || {
+                    at_stop.store(seen.load(Ordering::SeqCst), Ordering::SeqCst);
+                })?;
+            }
         }
         Ok(())
     }
@@ -105,7 +108,7 @@ pub fn install(watch: &ContWatch) -> io::Result<Handlers> {
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
     let handlers = SignalsInfo::<WithOrigin>::new(&wanted).map(Handlers)?;
-    watch.install()?;
+    watch.install(wanted.contains(&(Signal::SIGTSTP as i32)))?;
     Ok(handlers)
 }
 

@@ -106,6 +106,22 @@ fn signal_ignored_at_start_stays_ignored() {
 }
 
 #[test]
+fn job_control_signals_ignored_at_start_stay_ignored() {
+    let inner = format!(
+        "trap '' TSTP TTIN TTOU; exec {} -- grep SigIgn /proc/self/status",
+        util::BIN
+    );
+    let out = saferun(["sh", "-c", &inner]).run();
+    out.assert_code(0);
+    let text = out.stdout_text();
+    let hex = text.trim().trim_start_matches("SigIgn:").trim();
+    let ignored = u64::from_str_radix(hex, 16).unwrap();
+    for signal in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        assert_ne!(ignored & (1 << (signal - 1)), 0, "signal {signal}: {text}");
+    }
+}
+
+#[test]
 fn killing_saferun_with_kill_kills_the_command() {
     let dir = temp_dir();
     let ready = dir.path().join("ready");
