@@ -414,3 +414,42 @@ fn output_files_are_checked_before_running() {
     let out = saferun(["-o", same, "-e", same, "true"]).run();
     out.assert_stderr_contains("--merge");
 }
+
+#[test]
+fn a_stop_cuts_teed_output_short_but_never_leaves_a_hole() {
+    // -o is a FIFO (so it is the tee(2) side) read quickly; saferun's stdout is read
+    // slowly, so it is full when the timeout stops the drains. Each destination may end
+    // early, but what each got must be the start of the command's output, unbroken.
+    let dir = temp_dir();
+    let fifo = dir.path().join("fifo");
+    let fast = dir.path().join("fast");
+    let slow = dir.path().join("slow");
+    let script = format!(
+        "mkfifo {fifo}; cat {fifo} > {fast} & \
+         {bin} --tee -o {fifo} -t 1 -k 0.3 --linger 0.3 -- \
+           sh -c 'trap \"\" TERM; seq 1 3000000' | \
+         while :; do \
+           n=$(dd bs=65536 count=1 2>/dev/null | tee -a {slow} | wc -c); \
+           [ \"$n\" -eq 0 ] && break; sleep 0.02; \
+         done; wait",
+        fifo = fifo.display(),
+        fast = fast.display(),
+        slow = slow.display(),
+        bin = util::BIN,
+    );
+    let out = saferun(["sh", "-c", &script])
+        .watchdog(Duration::from_secs(60))
+        .run();
+    out.assert_code(0);
+    let expected: String = (1..=3_000_000).map(|i| format!("{i}\n")).collect();
+    for file in [&fast, &slow] {
+        let got = std::fs::read(file).unwrap();
+        assert!(!got.is_empty(), "{}: empty\n{out}", file.display());
+        assert!(
+            expected.as_bytes().starts_with(&got),
+            "{}: {} bytes, not a prefix of the output\n{out}",
+            file.display(),
+            got.len()
+        );
+    }
+}
