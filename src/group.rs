@@ -190,6 +190,8 @@ pub fn reap_orphans() -> bool {
 pub struct Terminal {
     tty: File,
     saferun_group: Pid,
+    /// TTIN and TTOU where saferun ignores them and its caller did not.
+    ignored_here: Vec<Signal>,
 }
 
 impl Terminal {
@@ -217,11 +219,25 @@ impl Terminal {
         }
         // saferun must keep writing the command's output and take the terminal back from
         // the background, as a shell does.
+        let mut ignored_here = Vec::new();
         for signal in [Signal::SIGTTIN, Signal::SIGTTOU] {
             // SAFETY: installs SIG_IGN, which runs no code in signal context.
-            let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) };
+            let before = unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) };
+            if !matches!(before, Ok(SigHandler::SigIgn)) {
+                ignored_here.push(signal);
+            }
         }
-        Some(Terminal { tty, saferun_group })
+        Some(Terminal {
+            tty,
+            saferun_group,
+            ignored_here,
+        })
+    }
+
+    /// The signals saferun ignores because it holds the terminal, which the command must
+    /// get back at their default.
+    pub fn ignored_here(&self) -> &[Signal] {
+        &self.ignored_here
     }
 
     /// A descriptor of the terminal for the child to claim it before exec.

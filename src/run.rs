@@ -115,6 +115,10 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
     let setup = Setup {
         own_group: !config.share_group,
         terminal: terminal.as_ref().and_then(Terminal::clone_fd),
+        to_default: terminal
+            .as_ref()
+            .map(|t| t.ignored_here().to_vec())
+            .unwrap_or_default(),
         env,
     };
     let pid = match spawn::spawn(&config.argv, wiring, setup) {

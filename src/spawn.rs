@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::outcome;
@@ -28,6 +29,8 @@ pub struct Setup {
     pub own_group: bool,
     /// Make that group the terminal's foreground group (saferun holds the terminal).
     pub terminal: Option<OwnedFd>,
+    /// Signals saferun ignores for itself that the command starts with at their default.
+    pub to_default: Vec<Signal>,
     /// Environment additions (`SAFERUN_DEADLINE`).
     pub env: Vec<(OsString, OsString)>,
 }
@@ -81,7 +84,7 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
     use std::sync::atomic::{AtomicI32, Ordering};
 
     use nix::sched::{CloneFlags, clone};
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 
     let c_string =
         |bytes: &[u8]| CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
@@ -112,6 +115,7 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
         (wiring.stderr.as_raw_fd(), 2),
     ];
     let terminal = setup.terminal.as_ref().map(AsRawFd::as_raw_fd);
+    let to_default = setup.to_default;
     let own_group = setup.own_group;
     let parent = Pid::this();
     let failed_with = AtomicI32::new(0);
@@ -141,9 +145,9 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
             }
             if let Some(tty) = terminal {
                 libc::tcsetpgrp(tty, libc::getpgrp());
-                // saferun ignores these while it holds the terminal; the command must not.
-                libc::signal(libc::SIGTTIN, libc::SIG_DFL);
-                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            }
+            for &signal in &to_default {
+                libc::signal(signal as i32, libc::SIG_DFL);
             }
             // saferun's handlers must not run here (this memory is saferun's), and the
             // command starts with SIGPIPE at its default, whatever saferun does with it.
@@ -215,7 +219,7 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
     use std::os::unix::process::CommandExt;
     use std::process::Command;
 
-    use nix::sys::signal::{SigHandler, Signal};
+    use nix::sys::signal::SigHandler;
 
     let mut command = Command::new(&argv[0]);
     command
@@ -228,16 +232,16 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
         command.process_group(0);
     }
     let terminal = setup.terminal;
+    let to_default = setup.to_default;
     // SAFETY: the hook runs in the forked child before exec and only makes
     // async-signal-safe system calls (tcsetpgrp, sigaction); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
             if let Some(tty) = &terminal {
                 let _ = nix::unistd::tcsetpgrp(tty, nix::unistd::getpgrp());
-                // saferun ignores these while it holds the terminal; the command must not.
-                for signal in [Signal::SIGTTIN, Signal::SIGTTOU] {
-                    let _ = nix::sys::signal::signal(signal, SigHandler::SigDfl);
-                }
+            }
+            for &signal in &to_default {
+                let _ = nix::sys::signal::signal(signal, SigHandler::SigDfl);
             }
             Ok(())
         });

@@ -187,6 +187,33 @@ fn command_is_the_terminals_foreground_group() {
     assert_ne!(rows[0][0], rows[1][0], "command had its own group\n{out}");
 }
 
+#[test]
+fn in_a_terminal_the_command_gets_ttin_ttou_as_the_caller_had_them() {
+    if !has("script") {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    // saferun ignores TTIN and TTOU while it holds the terminal. The command gets them
+    // back at their default, except what saferun's caller ignored itself (TTOU here).
+    let run = |caller: &str| {
+        let inner = format!(
+            "sh -c \"{caller} exec {} -- grep SigIgn /proc/self/status\"",
+            util::BIN
+        );
+        let out = saferun(["script", "-qec", &inner, "/dev/null"]).run();
+        out.assert_code(0);
+        let text = out.stdout_text();
+        let hex = text.trim().trim_start_matches("SigIgn:").trim().to_string();
+        u64::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("{out}"))
+    };
+    let bit = |signal: i32| 1u64 << (signal - 1);
+    let plain = run("");
+    assert_eq!(plain & (bit(libc::SIGTTIN) | bit(libc::SIGTTOU)), 0);
+    let ignoring = run("trap '' TTOU;");
+    assert_eq!(ignoring & bit(libc::SIGTTIN), 0);
+    assert_ne!(ignoring & bit(libc::SIGTTOU), 0);
+}
+
 fn has(program: &str) -> bool {
     std::process::Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
