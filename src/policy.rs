@@ -342,7 +342,19 @@ impl Policy {
             return Vec::new();
         }
         if self.hard_end.is_some_and(|end| end <= now) {
-            return self.finish_now();
+            // Every stage is due at once (an outer deadline already past, or a
+            // limit shorter than a tick): the command still gets the limit's signal
+            // and KILL before the run ends, never nothing.
+            let mut actions = Vec::new();
+            if self.stopping.is_none() && self.exited_at.is_none() {
+                actions.extend(self.begin_stop(Reason::Timeout, self.limits.signal, now));
+            }
+            if self.stopping.is_some() && !self.killed() {
+                self.mark_killed(now);
+                actions.push(Action::Kill);
+            }
+            actions.extend(self.finish_now());
+            return actions;
         }
         let mut actions = Vec::new();
         if self.stopping.is_none() && self.exited_at.is_none() {
@@ -578,6 +590,30 @@ mod tests {
         assert_eq!(p.next_deadline(t0), Some(secs(t0, 2.0)), "linger");
         assert_eq!(p.handle(&closed(), secs(t0, 1.5)), vec![Action::Finish]);
         assert!(p.finished());
+    }
+
+    #[test]
+    fn every_stage_due_at_once_still_signals_and_kills() {
+        // An outer deadline already past: timeout, kill-after and linger are all zero.
+        let t0 = Instant::now();
+        let now_limits = Limits {
+            timeout: Some(Duration::ZERO),
+            kill_after: Some(Duration::ZERO),
+            linger: Duration::ZERO,
+            ..limits()
+        };
+        let mut p = Policy::new(now_limits, Mode::default(), 2, t0);
+        assert_eq!(
+            p.tick(secs(t0, 0.001), t0),
+            vec![
+                Action::Diagnose(Reason::Timeout),
+                Action::Signal(Signal::SIGTERM),
+                Action::Kill,
+                Action::StopStreams,
+                Action::Finish
+            ]
+        );
+        assert!(p.killed());
     }
 
     #[test]

@@ -38,6 +38,10 @@ const FLUSH_GRACE: Duration = Duration::from_millis(200);
 /// While the rest of a stopped tree is awaited, how often /proc is looked at.
 const TREE_CHECK: Duration = Duration::from_millis(10);
 
+/// How long a KILL just sent to the command may take to land before saferun calls the
+/// command unkillable.
+const KILL_LANDING: Duration = Duration::from_millis(100);
+
 /// After the final KILL of leftovers, how long saferun waits to reap them.
 const REAP_GRACE: Duration = Duration::from_millis(500);
 
@@ -51,6 +55,13 @@ pub fn run(config: &Config) -> Result<Exit> {
 }
 
 fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
+    // Everything that can fail as saferun's own fault happens before the command starts.
+    // Opening a FIFO waits for its other end: until then saferun has started nothing,
+    // so a signal ends it as usual (no handlers yet), and no limit's clock runs.
+    prepare_report(config.report.as_ref())?;
+    let stdin = feed::plan(&config.stdin)?;
+    let mut files = output::open_files(&config.output)?;
+
     let start = Instant::now();
     let started_at = SystemTime::now();
     let effective = deadline::apply(config.limits.clone(), config.outer_deadline, started_at);
@@ -73,8 +84,6 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
     };
     record.stdin.end = "none";
 
-    // Everything that can fail as saferun's own fault happens before the command starts.
-    prepare_report(config.report.as_ref())?;
     // Bounded, so that no helper thread allocates to send; senders wait if the loop
     // falls 256 events behind, which only delays them.
     let (events_tx, events) = crossbeam_channel::bounded(256);
@@ -86,8 +95,6 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
     } else {
         Terminal::if_foreground()
     };
-    let stdin = feed::plan(&config.stdin)?;
-    let mut files = output::open_files(&config.output)?;
     let (out_reader, out_writer) = std::io::pipe().context("cannot create a pipe")?;
     let (err_reader, err_writer) = if config.output.merge {
         // One pipe for both: the order the kernel saw.
@@ -670,14 +677,27 @@ impl Runner<'_> {
             None => fed.load(Ordering::Relaxed),
         };
 
-        if !self.policy.exited() {
-            // A SIGCHLD that was late, or that the signal mask held back.
+        // A SIGCHLD that was late, or that the signal mask held back; or a KILL sent an
+        // instant ago (every stage due at once) that has not landed yet.
+        let landed_by = Instant::now()
+            + if self.policy.killed() {
+                KILL_LANDING
+            } else {
+                Duration::ZERO
+            };
+        let mut exited = self.policy.exited();
+        while !exited {
             if let Some(change @ Event::Exited(_)) = group::child_change(self.group.pid()) {
                 self.note(&change);
+                // A policy that has already finished takes no more events.
                 self.policy.handle(&change, Instant::now());
+                exited = true;
+            } else if Instant::now() < landed_by {
+                thread::sleep(Duration::from_millis(1));
+            } else {
+                break;
             }
         }
-        let exited = self.policy.exited();
         let kill_leftovers =
             self.config.leftovers == Leftovers::Kill || self.policy.stopping().is_some();
         if exited {

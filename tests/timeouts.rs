@@ -123,3 +123,43 @@ fn nested_saferun_stops_the_inner_command_first() {
         "the outer limit must not fire\n{out}"
     );
 }
+
+#[test]
+fn an_outer_deadline_already_past_still_signals_and_kills() {
+    // Every stage is due at once: the command must still get TERM and KILL, not be
+    // left running while saferun reports it gave up.
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let report = dir.path().join("report.json");
+    let script = format!("sleep 100 & echo $! > {}; wait", pids.display());
+    let out = saferun([
+        "-t",
+        "5",
+        "--report",
+        report.to_str().unwrap(),
+        "sh",
+        "-c",
+        &script,
+    ])
+    .env("SAFERUN_DEADLINE", "1000000000")
+    .run();
+    let code = out.code();
+    assert!(code == Some(124) || code == Some(137), "{out}");
+    let pids = read_pids(&pids);
+    let all_gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
+    cleanup(&pids);
+    assert!(all_gone, "survivors among {pids:?}\n{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let sent: Vec<&str> = report["signals_sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["signal"].as_str())
+        .collect();
+    assert!(
+        sent.contains(&"TERM") && sent.contains(&"KILL"),
+        "{report:#}"
+    );
+    assert_eq!(report["unkillable"], serde_json::json!([]), "{report:#}");
+}
