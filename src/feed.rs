@@ -129,12 +129,22 @@ fn feed(source: FeedSource, pipe: OwnedFd, fed: &AtomicU64) {
                         }
                     }
                     Err(Errno::EINTR) => continue,
+                    Err(Errno::EAGAIN) => wait_readable(&input),
                     Err(_) => break,
                 }
             }
         }
     }
     // Dropping the pipe gives the command end-of-file.
+}
+
+/// saferun's caller may have left its stdin non-blocking (Node.js does): "nothing yet"
+/// is then EAGAIN, not the end. The flag belongs to the caller's open file, so saferun
+/// waits instead of changing it.
+fn wait_readable(input: &OwnedFd) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(input.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::NONE);
 }
 
 /// The zero-copy path: pages move from saferun's stdin into the command's pipe with
@@ -166,6 +176,7 @@ fn splice_all(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> bool {
                 }
             }
             Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => wait_readable(input),
             Err(Errno::EPIPE) => return true,
             Err(_) => return false,
         }

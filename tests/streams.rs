@@ -176,3 +176,41 @@ fn a_stalled_reader_of_saferuns_own_stderr_does_not_stop_the_clock() {
     assert!(text.starts_with("rc=124"), "{out}");
     assert!(ms < 5000, "saferun took {ms} ms\n{out}");
 }
+
+#[test]
+fn a_non_blocking_stdin_is_fed_to_the_end() {
+    // Callers such as Node.js may leave their pipe to saferun non-blocking: "nothing
+    // yet" then reads as EAGAIN, which is not the end of the input.
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(util::BIN);
+    command
+        .args(["--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    // SAFETY: fcntl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let flags = libc::fcntl(0, libc::F_GETFL);
+            libc::fcntl(0, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stdin.write_all(b"second\n").unwrap();
+    drop(stdin);
+    let ended = util::eventually(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "saferun did not end");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
+    assert_eq!(out.status.code(), Some(0));
+}
