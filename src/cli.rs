@@ -2,6 +2,7 @@
 //! into a plain [`Config`]. Nothing past this file sees clap.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -225,10 +226,15 @@ fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Config, i32> {
                     | ErrorKind::DisplayVersion
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
-                let _ = error.print();
-                return Err(0);
+                // Help that cannot be written (a full disk) is saferun's failure.
+                return Err(match error.print() {
+                    Ok(()) => 0,
+                    Err(_) => i32::from(outcome::SAFERUN_FAILED),
+                });
             }
-            eprintln!("saferun: {}", one_line(&error));
+            // Not eprintln!, which panics (and so aborts) when stderr cannot be written.
+            let line = format!("saferun: {}\n", one_line(&error));
+            let _ = std::io::stderr().write_all(line.as_bytes());
             return Err(i32::from(outcome::SAFERUN_FAILED));
         }
     };

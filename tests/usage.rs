@@ -99,3 +99,18 @@ fn options_after_the_command_belong_to_it() {
         .assert_code(0)
         .assert_stdout("--timeout\n");
 }
+
+#[test]
+fn a_usage_error_with_an_unwritable_stderr_is_still_125() {
+    // Not a panic (and so an abort) on the failed write.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let status = std::process::Command::new(util::BIN)
+        .arg("--no-such-flag")
+        .stderr(full)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(125));
+}
