@@ -269,16 +269,9 @@ fn signals_blocked_by_the_caller_are_unblocked_for_the_command() {
             Ok(())
         });
     }
-    let mut child = command.spawn().unwrap();
     // A blocked SIGCHLD that stuck would hang saferun: bounded.
-    let ended = eventually(Duration::from_secs(20), || {
-        child.try_wait().unwrap().is_some()
-    });
-    if !ended {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(ended, "saferun did not end");
+    let out = util::wait_bounded(command.spawn().unwrap(), Duration::from_secs(20))
+        .expect("saferun did not end");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "SigBlk:\t0000000000000000\n"

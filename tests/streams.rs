@@ -203,14 +203,7 @@ fn a_non_blocking_stdin_is_fed_to_the_end() {
     std::thread::sleep(Duration::from_millis(300));
     stdin.write_all(b"second\n").unwrap();
     drop(stdin);
-    let ended = util::eventually(Duration::from_secs(20), || {
-        child.try_wait().unwrap().is_some()
-    });
-    if !ended {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(ended, "saferun did not end");
+    let out = util::wait_bounded(child, Duration::from_secs(20)).expect("saferun did not end");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
     assert_eq!(out.status.code(), Some(0));
 }

@@ -296,6 +296,20 @@ pub fn eventually(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
     pred()
 }
 
+/// Waits for a process a test started itself (not through [`saferun`]), killing it
+/// after `limit` so that a hang fails the test instead of stopping it; `None` then.
+pub fn wait_bounded(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> Option<std::process::Output> {
+    let ended = eventually(limit, || child.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    ended.then_some(out)
+}
+
 /// Reads pids written one per line into `path` by a test command.
 pub fn read_pids(path: &Path) -> Vec<i32> {
     fs::read_to_string(path)
