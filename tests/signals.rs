@@ -278,3 +278,26 @@ fn signals_blocked_by_the_caller_are_unblocked_for_the_command() {
     );
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn term_while_waiting_to_open_a_fifo_ends_saferun() {
+    // Nothing has started yet: saferun must die of the signal like any program, not
+    // hold it until the FIFO's reader turns up.
+    use std::os::unix::process::ExitStatusExt;
+    let dir = temp_dir();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let child = std::process::Command::new(util::BIN)
+        .args(["-o", fifo.to_str().unwrap(), "--", "echo", "hi"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on the child's own pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = util::wait_bounded(child, Duration::from_secs(10)).expect("saferun did not end");
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM));
+}
