@@ -341,21 +341,6 @@ impl Policy {
         if self.finished || self.paused_since.is_some() {
             return Vec::new();
         }
-        if self.hard_end.is_some_and(|end| end <= now) {
-            // Every stage is due at once (an outer deadline already past, or a
-            // limit shorter than a tick): the command still gets the limit's signal
-            // and KILL before the run ends, never nothing.
-            let mut actions = Vec::new();
-            if self.stopping.is_none() && self.exited_at.is_none() {
-                actions.extend(self.begin_stop(Reason::Timeout, self.limits.signal, now));
-            }
-            if self.stopping.is_some() && !self.killed() {
-                self.mark_killed(now);
-                actions.push(Action::Kill);
-            }
-            actions.extend(self.finish_now());
-            return actions;
-        }
         let mut actions = Vec::new();
         if self.stopping.is_none() && self.exited_at.is_none() {
             if self.wall_deadline.is_some_and(|d| d <= now) {
@@ -368,6 +353,15 @@ impl Policy {
             self.mark_killed(now);
             actions.push(Action::Kill);
             actions.extend(self.finish_if_done());
+        }
+        if self.hard_end.is_some_and(|end| end <= now) {
+            // Past the hard end nothing more is waited for. What fell due by then went
+            // out above, also when all of it fell due at once (an outer deadline
+            // already past).
+            if !self.finished {
+                actions.extend(self.finish_now());
+            }
+            return actions;
         }
         if let Some(killed) = self.any_killed_at()
             && killed
@@ -443,7 +437,12 @@ impl Policy {
             return None;
         }
         if let Some(stopping) = self.stopping {
-            return stopping.kill_at;
+            // Due at the hard end at the latest: a stop that began late (every stage
+            // fell due at once) still ends with KILL, never with the tree running.
+            return match (stopping.kill_at, self.hard_end) {
+                (Some(kill), Some(end)) => Some(kill.min(end)),
+                (kill, _) => kill,
+            };
         }
         if self.leftovers_signalled {
             let exited = self.exited_at?;
