@@ -95,9 +95,7 @@ impl ContWatch {
 pub fn install(watch: &ContWatch) -> io::Result<Handlers> {
     let wanted: Vec<i32> = FORWARDED
         .iter()
-        .filter(|signal| {
-            matches!(signal, Signal::SIGCONT | Signal::SIGCHLD) || !ignored_at_start(**signal)
-        })
+        .filter(|signal| matches!(signal, Signal::SIGCONT | Signal::SIGCHLD) || !ignored(**signal))
         .map(|signal| *signal as i32)
         .collect();
     // A mask inherited from the caller could hold these back forever (a blocked SIGCHLD
@@ -138,8 +136,9 @@ impl Handlers {
     }
 }
 
-/// Whether `signal` was set to SIG_IGN by whoever started saferun.
-fn ignored_at_start(signal: Signal) -> bool {
+/// Whether `signal` is set to SIG_IGN: before saferun installs its handlers, by
+/// whoever started saferun. Only a system call, so the spawned child may ask too.
+pub(crate) fn ignored(signal: Signal) -> bool {
     let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
     // SAFETY: a null new action makes sigaction a pure query; `current` is valid,
     // zero-initialised storage for the kernel to fill.

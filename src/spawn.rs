@@ -94,19 +94,11 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
         .iter()
         .map(|arg| c_string(arg.as_bytes()))
         .collect::<io::Result<Vec<_>>>()?;
-    let mut env = Vec::new();
-    for (name, value) in std::env::vars_os() {
-        if !setup.env.iter().any(|(added, _)| *added == name) {
-            env.push(c_string(
-                &[name.as_bytes(), b"=", value.as_bytes()].concat(),
-            )?);
-        }
-    }
-    for (name, value) in &setup.env {
-        env.push(c_string(
-            &[name.as_bytes(), b"=", value.as_bytes()].concat(),
-        )?);
-    }
+    let env = std::env::vars_os()
+        .filter(|(name, _)| !setup.env.iter().any(|(added, _)| added == name))
+        .chain(setup.env.iter().cloned())
+        .map(|(name, value)| c_string(&[name.as_bytes(), b"=", value.as_bytes()].concat()))
+        .collect::<io::Result<Vec<_>>>()?;
     let arg_ptrs = null_terminated(&args);
     let env_ptrs = null_terminated(&env);
     let fds = [
@@ -152,9 +144,7 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
             // saferun's handlers must not run here (this memory is saferun's), and the
             // command starts with SIGPIPE at its default, whatever saferun does with it.
             for &signal in crate::forward::FORWARDED {
-                let mut current: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(signal as i32, std::ptr::null(), &mut current);
-                if current.sa_sigaction != libc::SIG_IGN {
+                if !crate::forward::ignored(signal) {
                     libc::signal(signal as i32, libc::SIG_DFL);
                 }
             }
