@@ -547,14 +547,8 @@ impl Drain {
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn file_type(fd: &OwnedFd) -> Option<SFlag> {
-    let mode = nix::sys::stat::fstat(fd).ok()?.st_mode;
-    Some(SFlag::from_bits_truncate(mode) & SFlag::S_IFMT)
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
 fn is_pipe(fd: &OwnedFd) -> bool {
-    file_type(fd) == Some(SFlag::S_IFIFO)
+    pipes::file_type(fd) == Some(SFlag::S_IFIFO)
 }
 
 /// Whether `splice(2)` into `fd` will be accepted: a pipe, or a regular file not opened
@@ -563,7 +557,7 @@ fn is_pipe(fd: &OwnedFd) -> bool {
 fn takes_splice(fd: &OwnedFd) -> bool {
     let appending = fcntl(fd, FcntlArg::F_GETFL)
         .is_ok_and(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_APPEND));
-    match file_type(fd) {
+    match pipes::file_type(fd) {
         Some(SFlag::S_IFIFO) => true,
         Some(SFlag::S_IFREG) => !appending,
         _ => false,

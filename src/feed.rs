@@ -14,7 +14,7 @@ use std::thread;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
-use nix::sys::stat::{SFlag, fstat};
+use nix::sys::stat::SFlag;
 
 use crate::config::StdinSource;
 
@@ -76,9 +76,7 @@ fn fed(source: FeedSource) -> Result<StdinPlan> {
 /// Terminals, regular files and devices are given to the command as they are (a file
 /// stays seekable, a terminal stays interactive); pipes and sockets are fed.
 fn from_fd(fd: OwnedFd) -> Result<StdinPlan> {
-    let kind = fstat(&fd)
-        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)
-        .unwrap_or(SFlag::S_IFIFO);
+    let kind = crate::pipes::file_type(&fd).unwrap_or(SFlag::S_IFIFO);
     if kind == SFlag::S_IFREG {
         let file = File::from(fd);
         let offset = nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
