@@ -67,8 +67,7 @@ fn double_forked_term_ignoring_daemon_does_not_survive_a_timeout() {
         .assert_faster_than(Duration::from_secs(5));
     assert_eq!(pids.len(), 1, "{out}");
     assert!(gone, "daemon {pids:?} survived\n{out}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = util::read_report(&report);
     let named = |list: &serde_json::Value| {
         list.as_array()
             .unwrap()
@@ -176,8 +175,7 @@ fn leftovers_whose_parents_exit_meanwhile_are_all_named() {
     cleanup(&pids);
     out.assert_code(122);
     assert_eq!(pids.len(), 60, "{out}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = util::read_report(&report);
     let named: Vec<i64> = report["leftovers"]["processes"]
         .as_array()
         .unwrap()

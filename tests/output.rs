@@ -152,8 +152,7 @@ fn max_output_is_per_stream_and_reported() {
         out.stdout.len(),
         1024 + "[saferun: 98976 bytes elided]\n".len() + 1
     );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let r = util::read_report(&report);
     assert_eq!(r["streams"]["stdout"]["bytes"], 100000);
     assert_eq!(r["streams"]["stdout"]["elided"], 98976);
     assert_eq!(r["streams"]["stdout"]["truncated"], true);
@@ -185,8 +184,7 @@ fn max_output_kill_is_a_timeout() {
     .run();
     out.assert_code(124)
         .assert_stderr_contains("saferun: output reached --max-output; sending TERM");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let r = util::read_report(&report);
     assert_eq!(r["end_reason"], "cap");
 }
 
@@ -361,8 +359,7 @@ fn everything_combined() {
     .map(|l| format!("> {l}"))
     .collect();
     assert_eq!(file, expected_lines.concat());
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let r = util::read_report(&report);
     assert_eq!(r["streams"]["stdout"]["bytes"], all.len());
 }
 
@@ -381,8 +378,7 @@ fn write_failure_is_125_with_report_and_the_command_stopped() {
     out.assert_code(125)
         .assert_stderr_contains("saferun: cannot write --stdout-file '/dev/full'")
         .assert_faster_than(Duration::from_secs(10));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let r = util::read_report(&report);
     assert_eq!(r["end_reason"], "failed");
     assert_eq!(r["exit_status"], 125);
     assert_eq!(r["streams"]["stdout"]["end"], "write_failed");

@@ -95,7 +95,7 @@ fn cancelled() {
     .is_empty()));
     running.signal(libc::SIGTERM);
     running.wait().assert_signal(libc::SIGTERM);
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let r = util::read_report(&path);
     assert_eq!(r["end_reason"], "cancelled");
     assert_eq!(r["signals_sent"][0]["why"], "cancelled");
 }

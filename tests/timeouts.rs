@@ -149,8 +149,7 @@ fn an_outer_deadline_already_past_still_signals_and_kills() {
     let all_gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
     cleanup(&pids);
     assert!(all_gone, "survivors among {pids:?}\n{out}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = util::read_report(&report);
     let sent: Vec<&str> = report["signals_sent"]
         .as_array()
         .unwrap()

@@ -310,6 +310,12 @@ pub fn wait_bounded(
     ended.then_some(out)
 }
 
+/// The JSON a `--report PATH` run wrote.
+pub fn read_report(path: &Path) -> serde_json::Value {
+    let text = fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
 /// Reads pids written one per line into `path` by a test command.
 pub fn read_pids(path: &Path) -> Vec<i32> {
     fs::read_to_string(path)
