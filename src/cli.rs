@@ -2,18 +2,18 @@
 //! into a plain [`Config`]. Nothing past this file sees clap.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
+use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Command, value_parser};
 use nix::sys::signal::Signal;
 
 use saferun::config::{
-    CapAction, Config, Leftovers, Limits, OnTimeout, OutputConfig, ReportTarget, StdinSource,
-    Timestamps,
+    CapAction, ClosedAtStart, Config, Leftovers, Limits, OnTimeout, OutputConfig, ReportTarget,
+    StdinSource, Timestamps,
 };
 use saferun::{deadline, outcome, signal, units};
 
@@ -210,14 +210,11 @@ fn signal_arg(text: &str) -> Result<Signal, String> {
     signal::parse_signal(text).map_err(|e| format!("{e}; expected {}", signal::SIGNAL_FORM))
 }
 
-/// Parses saferun's own arguments. `Err` carries the exit status after the message
-/// (usage errors: one `saferun:` line, 125; `--help`/`--version`: 0).
-pub fn parse() -> Result<Config, i32> {
-    parse_from(std::env::args_os())
-}
-
-fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Config, i32> {
-    let matches = match command().try_get_matches_from(args) {
+/// Parses saferun's own arguments (the program name first). `Err` carries the exit
+/// status after the refusal was said (one `saferun:` line, 125, and the report if one is
+/// asked for; `--help`/`--version`: 0).
+pub fn parse(args: Vec<OsString>, closed: ClosedAtStart) -> Result<Config, i32> {
+    let matches = match command().try_get_matches_from(&args) {
         Ok(matches) => matches,
         Err(error) => {
             if matches!(
@@ -232,13 +229,83 @@ fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Config, i32> {
                     Err(_) => i32::from(outcome::SAFERUN_FAILED),
                 });
             }
-            // Not eprintln!, which panics (and so aborts) when stderr cannot be written.
-            let line = format!("saferun: {}\n", one_line(&error));
-            let _ = std::io::stderr().write_all(line.as_bytes());
-            return Err(i32::from(outcome::SAFERUN_FAILED));
+            // What could be read of the command line still says where the report goes.
+            let partial = command()
+                .ignore_errors(true)
+                .try_get_matches_from(&args)
+                .map(|m| into_config(&m, closed));
+            return Err(refuse(partial.ok().as_ref(), one_line(&error)));
         }
     };
-    Ok(into_config(&matches))
+    let config = into_config(&matches, closed);
+    match check(&matches, &config) {
+        Ok(()) => Ok(config),
+        Err(message) => Err(refuse(Some(&config), message)),
+    }
+}
+
+fn refuse(config: Option<&Config>, message: String) -> i32 {
+    let status = saferun::refuse(config, &message);
+    i32::from(status)
+}
+
+/// Options that contradict each other, or that would do nothing: refused rather than
+/// silently ignored, since the user meant something by them.
+fn check(matches: &ArgMatches, config: &Config) -> Result<(), String> {
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let files = config.output.stdout_file.is_some() || config.output.stderr_file.is_some();
+    if config.output.merge && config.output.stderr_file.is_some() {
+        return Err("--stderr-file cannot be used with --merge (stderr goes into stdout)".into());
+    }
+    if config.output.tee && !files {
+        return Err("--tee needs --stdout-file or --stderr-file".into());
+    }
+    if config.output.append && !files {
+        return Err("--append does nothing without --stdout-file or --stderr-file".into());
+    }
+    if given("on-max-output") && config.output.max_output.is_none() {
+        return Err("--on-max-output does nothing without --max-output".into());
+    }
+    if given("on-timeout-limit") && config.on_timeout.is_none() {
+        return Err("--on-timeout-limit does nothing without --on-timeout".into());
+    }
+    if matches.get_flag("kill-leftovers")
+        && given("leftovers")
+        && word(matches, "leftovers") != Some("kill")
+    {
+        return Err(format!(
+            "--kill-leftovers contradicts --leftovers={}",
+            word(matches, "leftovers").unwrap_or_default()
+        ));
+    }
+    let everything_to_files = config.output.stdout_file.is_some()
+        && (config.output.stderr_file.is_some() || config.output.merge);
+    if config.output.quiet_unless_fail && everything_to_files && !config.output.tee {
+        return Err(
+            "--quiet-unless-fail does nothing when every stream goes to a file \
+                    (add --tee to hold a copy for the terminal)"
+                .into(),
+        );
+    }
+    let limited = given("timeout")
+        || given("idle-timeout")
+        || config.output.on_max_output == CapAction::Kill
+        || config.outer_deadline.is_some();
+    if !limited {
+        let limits = "a limit (--timeout, --idle-timeout or --on-max-output=kill)";
+        if config.limits.preserve_status {
+            return Err(format!("--preserve-status does nothing without {limits}"));
+        }
+        if config.on_timeout.is_some() {
+            return Err(format!("--on-timeout does nothing without {limits}"));
+        }
+        if given("signal") && config.leftovers != Leftovers::Kill {
+            return Err(format!(
+                "--signal does nothing without {limits} or --leftovers=kill"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// clap's message, folded into the one line the contract promises.
@@ -254,10 +321,14 @@ fn one_line(error: &clap::Error) -> String {
     format!("{first} (try 'saferun --help')")
 }
 
-fn into_config(matches: &ArgMatches) -> Config {
+fn word<'a>(matches: &'a ArgMatches, id: &str) -> Option<&'a str> {
+    matches.get_one::<String>(id).map(String::as_str)
+}
+
+fn into_config(matches: &ArgMatches, closed: ClosedAtStart) -> Config {
     let path = |id: &str| matches.get_one::<PathBuf>(id).cloned();
     let limit = |id: &str| matches.get_one::<Limit>(id).and_then(|limit| limit.0);
-    let word = |id: &str| matches.get_one::<String>(id).map(String::as_str);
+    let word = |id: &str| word(matches, id);
     let stdin = if let Some(path) = path("stdin-file") {
         StdinSource::File(path)
     } else if let Some(input) = matches.get_one::<OsString>("input") {
@@ -289,7 +360,11 @@ fn into_config(matches: &ArgMatches) -> Config {
         limits: Limits {
             timeout: limit("timeout"),
             idle_timeout: limit("idle-timeout"),
-            signal: *matches.get_one::<Signal>("signal").expect("has a default"),
+            // Missing only from what is left of a command line that failed to parse.
+            signal: matches
+                .get_one::<Signal>("signal")
+                .copied()
+                .unwrap_or(Signal::SIGTERM),
             kill_after: limit("kill-after"),
             preserve_status: matches.get_flag("preserve-status"),
             linger: limit("linger").unwrap_or(Duration::ZERO),
@@ -327,6 +402,7 @@ fn into_config(matches: &ArgMatches) -> Config {
         outer_deadline: std::env::var(deadline::ENV)
             .ok()
             .and_then(|v| deadline::parse(&v)),
+        closed,
     }
 }
 
@@ -336,7 +412,7 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         let args = std::iter::once("saferun").chain(args.iter().copied());
-        parse_from(args.map(OsString::from)).expect("parses")
+        parse(args.map(OsString::from).collect(), ClosedAtStart::default()).expect("parses")
     }
 
     #[test]

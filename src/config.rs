@@ -23,6 +23,18 @@ pub struct Config {
     pub on_timeout: Option<OnTimeout>,
     /// A deadline inherited from an enclosing saferun (`SAFERUN_DEADLINE`).
     pub outer_deadline: Option<SystemTime>,
+    /// saferun's own standard streams that were closed when it started.
+    pub closed: ClosedAtStart,
+}
+
+/// Which of saferun's own standard streams were closed when it started. The command
+/// then gets them closed too, as it would without saferun: `seq 10 >&-` fails the same
+/// way through saferun as without it, instead of its output vanishing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClosedAtStart {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
 }
 
 /// Clocks and signals.

@@ -80,6 +80,19 @@ pub struct StopSender(#[expect(dead_code, reason = "held only to be dropped")] O
 #[derive(Clone)]
 pub struct StopReceiver(Arc<OwnedFd>);
 
+impl StopReceiver {
+    /// Blocks until the stop is given.
+    pub fn wait(&self) {
+        loop {
+            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(Errno::EINTR) => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
 pub fn stop_channel() -> std::io::Result<(StopSender, StopReceiver)> {
     let (read, write) = std::io::pipe()?;
     Ok((

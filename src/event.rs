@@ -62,6 +62,9 @@ pub enum Event {
         what: String,
         error: std::io::Error,
     },
+    /// Reading the input saferun feeds to the command failed: saferun's own failure, and
+    /// the command must not take the break for the end of its input.
+    InputFailed { what: String, error: std::io::Error },
     /// saferun itself received a signal. `from_kernel` marks one the terminal generated
     /// (Ctrl-C and friends) rather than one sent with `kill`.
     Signal { signal: Signal, from_kernel: bool },

@@ -13,10 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use anyhow::{Context, Result};
+use crossbeam_channel::Sender;
 use nix::errno::Errno;
 use nix::sys::stat::SFlag;
 
 use crate::config::StdinSource;
+use crate::drain::StopReceiver;
+use crate::event::Event;
 
 /// Where the feeder reads from.
 pub enum FeedSource {
@@ -26,26 +29,35 @@ pub enum FeedSource {
 
 /// The command's stdin as decided before spawning.
 pub struct StdinPlan {
-    /// What the command gets as its stdin.
-    pub fd: OwnedFd,
+    /// What the command gets as its stdin (`None`: closed, as saferun's own was).
+    pub fd: Option<OwnedFd>,
     /// If saferun feeds the command: what to copy, and the write end of its stdin pipe.
     pub feed: Option<(FeedSource, OwnedFd)>,
     /// A regular file handed over directly: its offset before the run, to count bytes.
     pub file: Option<(File, u64)>,
 }
 
-pub fn plan(source: &StdinSource) -> Result<StdinPlan> {
+/// Decides the command's stdin. `file` is `--stdin-file`, already opened and checked
+/// (see [`crate::files`]); `closed` says saferun's own stdin was closed at start.
+pub fn plan(source: &StdinSource, file: Option<File>, closed: bool) -> Result<StdinPlan> {
     match source {
         StdinSource::Null => Ok(direct(null()?)),
         StdinSource::Bytes(bytes) => fed(FeedSource::Bytes(bytes.clone())),
         StdinSource::File(path) => {
-            let file = File::open(path)
-                .with_context(|| format!("--stdin-file: cannot open '{}'", path.display()))?;
+            let file = match file {
+                Some(file) => file,
+                None => File::open(path)
+                    .with_context(|| format!("--stdin-file: cannot open '{}'", path.display()))?,
+            };
             from_fd(file.into())
         }
+        StdinSource::Inherit if closed => Ok(StdinPlan {
+            fd: None,
+            feed: None,
+            file: None,
+        }),
         StdinSource::Inherit => match io::stdin().as_fd().try_clone_to_owned() {
             Ok(fd) => from_fd(fd),
-            // saferun was started with stdin closed: so is the command's.
             Err(_) => Ok(direct(null()?)),
         },
     }
@@ -58,7 +70,7 @@ fn null() -> Result<OwnedFd> {
 
 fn direct(fd: OwnedFd) -> StdinPlan {
     StdinPlan {
-        fd,
+        fd: Some(fd),
         feed: None,
         file: None,
     }
@@ -67,7 +79,7 @@ fn direct(fd: OwnedFd) -> StdinPlan {
 fn fed(source: FeedSource) -> Result<StdinPlan> {
     let (reader, writer) = io::pipe().context("cannot create a pipe")?;
     Ok(StdinPlan {
-        fd: reader.into(),
+        fd: Some(reader.into()),
         feed: Some((source, writer.into())),
         file: None,
     })
@@ -81,7 +93,7 @@ fn from_fd(fd: OwnedFd) -> Result<StdinPlan> {
         let file = File::from(fd);
         let offset = nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
         return Ok(StdinPlan {
-            fd: file.try_clone().context("cannot duplicate stdin")?.into(),
+            fd: Some(file.try_clone().context("cannot duplicate stdin")?.into()),
             feed: None,
             file: Some((file, offset as u64)),
         });
@@ -98,42 +110,69 @@ pub fn file_bytes_consumed(file: &(File, u64)) -> u64 {
     (end as u64).saturating_sub(file.1)
 }
 
-/// Starts the feeder thread. `fed` counts the bytes the command accepted.
-pub fn spawn_feeder(source: FeedSource, pipe: OwnedFd, fed: Arc<AtomicU64>) -> io::Result<()> {
-    thread::Builder::new()
-        .name("feeder".into())
-        .stack_size(256 * 1024)
-        .spawn(move || feed(source, pipe, &fed))
-        .map(drop)
+/// The feeder thread's work: copy `source` into the command's stdin `pipe`.
+pub struct Feeder {
+    pub source: FeedSource,
+    pub pipe: OwnedFd,
+    /// Counts the bytes the command accepted.
+    pub fed: Arc<AtomicU64>,
+    /// Told when the run ends: a feeder whose input failed keeps the pipe open until then.
+    pub stop: StopReceiver,
+    pub events: Sender<Event>,
 }
 
-fn feed(source: FeedSource, pipe: OwnedFd, fed: &AtomicU64) {
-    match source {
-        FeedSource::Bytes(bytes) => {
-            let _ = write_all(&pipe, &bytes, fed);
-        }
-        FeedSource::Fd(input) => {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            if splice_all(&input, &pipe, fed) {
-                return;
+impl Feeder {
+    pub fn spawn(self) -> io::Result<()> {
+        thread::Builder::new()
+            .name("feeder".into())
+            .stack_size(256 * 1024)
+            .spawn(move || self.run())
+            .map(drop)
+    }
+
+    fn run(self) {
+        let failed = match &self.source {
+            FeedSource::Bytes(bytes) => {
+                let _ = write_all(&self.pipe, bytes, &self.fed);
+                None
             }
-            let mut buffer = vec![0u8; 128 * 1024];
-            loop {
-                match nix::unistd::read(&input, &mut buffer) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if write_all(&pipe, &buffer[..n], fed).is_err() {
-                            break;
-                        }
-                    }
-                    Err(Errno::EINTR) => continue,
-                    Err(Errno::EAGAIN) => wait_readable(&input),
-                    Err(_) => break,
+            FeedSource::Fd(input) => copy(input, &self.pipe, &self.fed).err(),
+        };
+        if let Some(error) = failed {
+            // The input broke off: an end of file now would pass a truncated input for a
+            // complete one. saferun stops the command instead, and the pipe stays open
+            // until it has.
+            let _ = self.events.send(Event::InputFailed {
+                what: "saferun's stdin".into(),
+                error,
+            });
+            self.stop.wait();
+        }
+        // Dropping the pipe gives the command end-of-file.
+    }
+}
+
+/// Copies `input` into `pipe` until the input ends or the command stops reading; `Err`
+/// when reading the input fails.
+fn copy(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if splice_all(input, pipe, fed) {
+        return Ok(());
+    }
+    let mut buffer = vec![0u8; 128 * 1024];
+    loop {
+        match nix::unistd::read(input, &mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                if write_all(pipe, &buffer[..n], fed).is_err() {
+                    return Ok(());
                 }
             }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => wait_readable(input),
+            Err(error) => return Err(error.into()),
         }
     }
-    // Dropping the pipe gives the command end-of-file.
 }
 
 /// saferun's caller may have left its stdin non-blocking (Node.js does): "nothing yet"

@@ -13,6 +13,7 @@ pub mod diagnose;
 pub mod drain;
 pub mod event;
 pub mod feed;
+pub mod files;
 pub mod forward;
 pub mod group;
 pub mod outcome;
@@ -29,4 +30,4 @@ pub mod units;
 
 pub use config::Config;
 pub use outcome::Exit;
-pub use run::run;
+pub use run::{refuse, run};

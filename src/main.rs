@@ -9,48 +9,57 @@
 
 mod cli;
 
+use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, IntoRawFd};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
 use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::stat::Mode;
-use saferun::{Exit, group, outcome};
+use saferun::config::ClosedAtStart;
+use saferun::{Exit, group};
 
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    prepare_process();
-    start()
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    let closed = prepare_process();
+    // std fills `args_os` only on some C libraries (glibc, Apple's) when it does not run
+    // `main` itself: take the arguments from the C runtime, as given.
+    let args = (0..usize::try_from(argc).unwrap_or(0))
+        .map(|i| {
+            // SAFETY: the C runtime passes `argc` valid NUL-terminated strings in `argv`,
+            // alive for the whole process.
+            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(arg.to_bytes()).to_owned()
+        })
+        .collect();
+    start(args, closed)
 }
 
 #[cfg_attr(test, allow(dead_code))]
-fn start() -> ! {
-    let config = match cli::parse() {
+fn start(args: Vec<OsString>, closed: ClosedAtStart) -> ! {
+    let config = match cli::parse(args, closed) {
         Ok(config) => config,
         Err(exit) => std::process::exit(exit),
     };
     match saferun::run(&config) {
-        Ok(Exit::Code(code)) => std::process::exit(i32::from(code)),
-        Ok(Exit::Raise(signal)) => group::die_of(signal),
-        Err(error) => {
-            // One write(2), without std's stderr lock: a writer thread stuck on a full
-            // stderr may hold it.
-            let line = format!("saferun: {error:#}\n");
-            let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
-            std::process::exit(i32::from(outcome::SAFERUN_FAILED));
-        }
+        Exit::Code(code) => std::process::exit(i32::from(code)),
+        Exit::Raise(signal) => group::die_of(signal),
     }
 }
 
-/// What std's runtime would have done and saferun relies on.
+/// What std's runtime would have done and saferun relies on. Returns which standard
+/// streams were closed.
 #[cfg_attr(test, allow(dead_code))]
-fn prepare_process() {
+fn prepare_process() -> ClosedAtStart {
     // A closed 0, 1 or 2 would be taken by the first pipe saferun opens, and its own
-    // messages would go into the command's stdin. Fill the gap with /dev/null.
-    for fd in 0..=2 {
+    // messages would go into the command's stdin. Fill the gap with /dev/null, and
+    // remember it: the command gets that stream closed, as without saferun.
+    let mut closed = [false; 3];
+    for (fd, was_closed) in (0..=2).zip(&mut closed) {
         // SAFETY: only asks whether the descriptor is open.
         let probe = unsafe { BorrowedFd::borrow_raw(fd) };
         if fcntl(probe, FcntlArg::F_GETFD).is_err() {
+            *was_closed = true;
             // The lowest free descriptor: this one. Kept open for the process's life.
             if let Ok(null) = open("/dev/null", OFlag::O_RDWR, Mode::empty()) {
                 let _ = null.into_raw_fd();
@@ -66,5 +75,10 @@ fn prepare_process() {
     // SAFETY: a plain tuning call, made before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    ClosedAtStart {
+        stdin: closed[0],
+        stdout: closed[1],
+        stderr: closed[2],
     }
 }

@@ -5,85 +5,41 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
 
-use crate::config::{CapAction, OutputConfig};
+use crate::config::{CapAction, ClosedAtStart, OutputConfig};
 use crate::event::{Event, Stream};
 use crate::report::Notices;
 use crate::sink::{Cap, CapStats, Destination, Fanout, Held, HeldOutput, Hold, Lines, Sink};
 
-/// The files named with `-o` and `-e`, opened (and checked) before the command starts.
+/// The files named with `-o` and `-e`, opened (and checked) before the command starts
+/// (see [`crate::files`]), each with the words that name it in messages.
 pub struct OpenFiles {
     stdout: Option<(File, String)>,
     stderr: Option<(File, String)>,
 }
 
-pub fn open_files(config: &OutputConfig) -> Result<OpenFiles> {
-    if config.merge && config.stderr_file.is_some() {
-        bail!("--stderr-file cannot be used with --merge (stderr goes into stdout)");
+impl OpenFiles {
+    pub fn new(stdout: Option<(File, String)>, stderr: Option<(File, String)>) -> OpenFiles {
+        OpenFiles { stdout, stderr }
     }
-    if config.tee && config.stdout_file.is_none() && config.stderr_file.is_none() {
-        bail!("--tee needs --stdout-file or --stderr-file");
-    }
-    let stdout = open_one(
-        config.stdout_file.as_deref(),
-        config.append,
-        "--stdout-file",
-    )?;
-    let stderr = open_one(
-        config.stderr_file.as_deref(),
-        config.append,
-        "--stderr-file",
-    )?;
-    if let (Some((out, _)), Some((err, _))) = (&stdout, &stderr)
-        && same_regular_file(out, err)
-    {
-        bail!(
-            "--stdout-file and --stderr-file name the same file; use --merge to send both streams there"
-        );
-    }
-    Ok(OpenFiles { stdout, stderr })
 }
 
-fn open_one(path: Option<&Path>, append: bool, option: &str) -> Result<Option<(File, String)>> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    let file = open_for_output(path, append)
-        .with_context(|| format!("{option}: cannot open '{}'", path.display()))?;
-    Ok(Some((file, format!("{option} '{}'", path.display()))))
-}
-
-fn open_for_output(path: &Path, append: bool) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true);
-    if append {
-        options.append(true);
-    } else {
-        options.truncate(true);
-    }
-    options.open(path)
-}
-
-fn same_regular_file(a: &File, b: &File) -> bool {
-    match (a.metadata(), b.metadata()) {
-        (Ok(a), Ok(b)) => {
-            use std::os::unix::fs::MetadataExt;
-            a.is_file() && a.dev() == b.dev() && a.ino() == b.ino()
-        }
-        _ => false,
-    }
+/// Whether a `--max-output` of `limit` bytes keeps its tail in a temporary file.
+pub fn cap_spills(limit: u64) -> bool {
+    limit - limit.div_ceil(2) > crate::sink::RING_IN_MEMORY
 }
 
 /// What one stream's chain needs to know.
 pub struct StreamSetup<'a> {
     pub stream: Stream,
     pub config: &'a OutputConfig,
+    /// saferun's own streams that were closed at start: nothing passes through to them.
+    pub closed: &'a ClosedAtStart,
     pub pid: i32,
     pub command: &'a str,
     pub start: Instant,
@@ -112,7 +68,17 @@ impl OpenFiles {
             sinks.push(Box::new(Destination::file(file, what)));
         }
         let mut held = None;
-        if !to_file || config.tee {
+        let own_closed = match setup.stream {
+            Stream::Stdout => setup.closed.stdout,
+            Stream::Stderr => setup.closed.stderr,
+        };
+        if to_file && config.tee && own_closed {
+            setup.notices.say(&format!(
+                "saferun's {} is closed: the command's {} goes to the file only",
+                setup.stream.name(),
+                setup.stream.name()
+            ));
+        } else if !to_file || config.tee {
             if config.quiet_unless_fail {
                 let output = Held::new();
                 held = Some(output.clone());

@@ -231,7 +231,7 @@ impl Policy {
                 self.open_streams = self.open_streams.saturating_sub(1);
                 self.finish_if_done()
             }
-            Event::WriteFailed { .. } => match self.stopping {
+            Event::WriteFailed { .. } | Event::InputFailed { .. } => match self.stopping {
                 Some(_) => Vec::new(),
                 None if self.exited_at.is_some() => {
                     self.stopping = Some(Stopping {

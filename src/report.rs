@@ -181,10 +181,40 @@ pub struct StreamRecord {
     /// Bytes dropped by `--max-output`.
     pub elided: u64,
     pub truncated: bool,
-    /// How saferun stopped reading: `eof`, `reader_gone`, `stopped`, `write_failed`,
-    /// `unfinished` (still delivering when saferun had to end), or `none` for a stream
-    /// saferun did not handle.
-    pub end: &'static str,
+    pub end: StreamEnding,
+}
+
+/// How saferun stopped handling a stream (the report's `end`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StreamEnding {
+    /// Not handled by saferun (an inherited stdin, stderr under `--merge`).
+    #[default]
+    None,
+    /// Every writer closed it (for stdin: the input ended).
+    Eof,
+    /// saferun's own output was closed by its reader.
+    ReaderGone,
+    /// `--linger` ran out, or the run ended, while it was open.
+    Stopped,
+    WriteFailed,
+    /// Still delivering when saferun had to end.
+    Unfinished,
+    /// saferun's own stream was closed when it started, so the command's is too.
+    Closed,
+}
+
+impl StreamEnding {
+    pub fn word(self) -> &'static str {
+        match self {
+            StreamEnding::None => "none",
+            StreamEnding::Eof => "eof",
+            StreamEnding::ReaderGone => "reader_gone",
+            StreamEnding::Stopped => "stopped",
+            StreamEnding::WriteFailed => "write_failed",
+            StreamEnding::Unfinished => "unfinished",
+            StreamEnding::Closed => "closed",
+        }
+    }
 }
 
 /// The command's resource usage (its whole reaped tree).
@@ -223,6 +253,23 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of a run of `config`, before anything happened.
+    pub fn new(config: &crate::config::Config) -> Record {
+        Record {
+            argv: config
+                .argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            leftovers_action: match config.leftovers {
+                crate::config::Leftovers::Warn => "warn",
+                crate::config::Leftovers::Fail => "fail",
+                crate::config::Leftovers::Kill => "kill",
+            },
+            ..Record::default()
+        }
+    }
+
     pub fn stream_mut(&mut self, stream: Stream) -> &mut StreamRecord {
         match stream {
             Stream::Stdout => &mut self.stdout,
@@ -349,7 +396,7 @@ impl StreamRecord {
             "bytes": self.bytes,
             "elided": self.elided,
             "truncated": self.truncated,
-            "end": self.end,
+            "end": self.end.word(),
         })
     }
 }

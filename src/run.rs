@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,19 +15,22 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::config::{Config, Leftovers, ReportTarget};
+use crate::config::{Config, Leftovers, ReportTarget, StdinSource};
 use crate::deadline;
 use crate::diagnose;
 use crate::drain::{Activity, Drain, Shared, StopSender, StreamStats, stop_channel};
 use crate::event::{Event, Stream, StreamEnd};
 use crate::feed;
+use crate::files::{self, Named, Refusal, Use};
 use crate::forward;
 use crate::group::{self, Group, Terminal};
 use crate::outcome::{self, Ending, Exit};
 use crate::output::{self, StreamSetup};
 use crate::policy::{Action, Mode, Policy, Reason};
 use crate::procfs;
-use crate::report::{self, Notices, PipeHolder, ProcessInfo, Record, SentSignal, human};
+use crate::report::{
+    self, Notices, PipeHolder, ProcessInfo, Record, SentSignal, StreamEnding, human,
+};
 use crate::signal::short_name;
 use crate::sink::CapStats;
 use crate::spawn::{self, Setup, Wiring};
@@ -45,44 +49,187 @@ const KILL_LANDING: Duration = Duration::from_millis(100);
 /// After the final KILL of leftovers, how long saferun waits to reap them.
 const REAP_GRACE: Duration = Duration::from_millis(500);
 
-/// Runs the command as `config` says and returns how saferun must exit.
-pub fn run(config: &Config) -> Result<Exit> {
+/// Runs the command as `config` says and returns how saferun must exit. Every way it
+/// can end, refusals included, is said on stderr and written to the report.
+pub fn run(config: &Config) -> Exit {
     let notices = Notices::new(config.verbose);
-    let result = run_with(config, &notices);
-    // Whatever is still queued for stderr (early returns flush nothing themselves).
-    notices.flush(Some(Instant::now() + FLUSH_GRACE));
-    result
+    let files = match open_files(config) {
+        Ok(files) => files,
+        Err(refusal) => {
+            let exit = refuse_with(config, &refusal, &notices);
+            notices.flush(Some(Instant::now() + FLUSH_GRACE));
+            return exit;
+        }
+    };
+    let mut record = Record::new(config);
+    let (exit, bound) = match run_with(config, files.run, &notices, &mut record) {
+        Ok(ended) => ended,
+        Err(error) => {
+            let message = format!("{error:#}");
+            notices.say(&message);
+            record.errors.push(message);
+            (Exit::Code(outcome::SAFERUN_FAILED), None)
+        }
+    };
+    finish_report(files.report, &record, exit, &notices);
+    // What saferun itself still has to write may wait for a slow reader, but never past
+    // the bound a timeout sets.
+    notices.flush(Some(bound.map_or(Instant::now() + FLUSH_GRACE, |end| {
+        end.max(Instant::now() + FLUSH_GRACE)
+    })));
+    exit
 }
 
-fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
-    // Everything that can fail as saferun's own fault happens before the command starts.
-    // Opening a FIFO waits for its other end: until then saferun has started nothing,
-    // so a signal ends it as usual (no handlers yet), and no limit's clock runs.
-    prepare_report(config.report.as_ref())?;
-    let stdin = feed::plan(&config.stdin)?;
-    let mut files = output::open_files(&config.output)?;
+/// Refuses a run before anything was started or touched: one `saferun:` line, and the
+/// report, unless the report itself is the problem or names a file the run would have
+/// written. `config` is what could be read of the command line, if anything.
+pub fn refuse(config: Option<&Config>, message: &str) -> u8 {
+    let notices = Notices::new(false);
+    let exit = match config {
+        Some(config) => {
+            let report_writable = files::check_identities(&named_files(config)).is_ok();
+            let refusal = Refusal {
+                message: message.to_string(),
+                report_writable,
+            };
+            refuse_with(config, &refusal, &notices)
+        }
+        None => {
+            notices.say(message);
+            Exit::Code(outcome::SAFERUN_FAILED)
+        }
+    };
+    notices.flush(Some(Instant::now() + FLUSH_GRACE));
+    exit.shell_status() as u8
+}
+
+fn refuse_with(config: &Config, refusal: &Refusal, notices: &Notices) -> Exit {
+    notices.say(&refusal.message);
+    let exit = Exit::Code(outcome::SAFERUN_FAILED);
+    if refusal.report_writable {
+        let mut record = Record::new(config);
+        record.errors.push(refusal.message.clone());
+        let target = match &config.report {
+            Some(ReportTarget::File(path)) => std::fs::File::create(path).ok().map(ReportOut::File),
+            Some(ReportTarget::Stderr) => Some(ReportOut::Stderr),
+            None => None,
+        };
+        finish_report(target, &record, exit, notices);
+    }
+    exit
+}
+
+/// Where the report goes, opened before the run.
+enum ReportOut {
+    File(File),
+    Stderr,
+}
+
+/// The files of a run, opened and checked.
+struct Files {
+    run: RunFiles,
+    report: Option<ReportOut>,
+}
+
+/// The files the command's streams use.
+struct RunFiles {
+    stdin: Option<File>,
+    stdout: Option<(File, String)>,
+    stderr: Option<(File, String)>,
+}
+
+fn named_files(config: &Config) -> Vec<Named<'_>> {
+    let write = Use::Write {
+        append: config.output.append,
+    };
+    let mut named = Vec::new();
+    if let StdinSource::File(path) = &config.stdin {
+        named.push(Named {
+            option: "--stdin-file",
+            path,
+            use_: Use::Read,
+        });
+    }
+    if let Some(path) = &config.output.stdout_file {
+        named.push(Named {
+            option: "--stdout-file",
+            path,
+            use_: write,
+        });
+    }
+    if let Some(path) = &config.output.stderr_file {
+        named.push(Named {
+            option: "--stderr-file",
+            path,
+            use_: write,
+        });
+    }
+    if let Some(ReportTarget::File(path)) = &config.report {
+        named.push(Named {
+            option: "--report",
+            path,
+            use_: Use::Write { append: false },
+        });
+    }
+    named
+}
+
+/// Opens every file the run names, once all of them (and the temporary directory, when
+/// an option needs it) passed their checks.
+fn open_files(config: &Config) -> Result<Files, Refusal> {
+    let named = named_files(config);
+    let needs_temporary =
+        config.output.quiet_unless_fail || config.output.max_output.is_some_and(output::cap_spills);
+    let opened = files::open_all(&named, || {
+        if needs_temporary {
+            tempfile::tempfile().map(drop).map_err(|error| {
+                format!(
+                    "cannot create a temporary file in {} ({}), which --quiet-unless-fail and \
+                     a large --max-output need; set TMPDIR to a writable directory",
+                    std::env::temp_dir().display(),
+                    files::describe(&error)
+                )
+            })?;
+        }
+        Ok(())
+    })?;
+    let mut files = Files {
+        run: RunFiles {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        },
+        report: matches!(config.report, Some(ReportTarget::Stderr)).then_some(ReportOut::Stderr),
+    };
+    for (opened, entry) in opened.into_iter().zip(&named) {
+        let what = format!("{} '{}'", entry.option, entry.path.display());
+        match opened.option {
+            "--stdin-file" => files.run.stdin = Some(opened.file),
+            "--stdout-file" => files.run.stdout = Some((opened.file, what)),
+            "--stderr-file" => files.run.stderr = Some((opened.file, what)),
+            _ => files.report = Some(ReportOut::File(opened.file)),
+        }
+    }
+    Ok(files)
+}
+
+/// Starts the command and supervises it to the end. Returns how saferun must exit and
+/// the bound on saferun's own last writes.
+fn run_with(
+    config: &Config,
+    files: RunFiles,
+    notices: &Notices,
+    record: &mut Record,
+) -> Result<(Exit, Option<Instant>)> {
+    let stdin = feed::plan(&config.stdin, files.stdin, config.closed.stdin)?;
+    let mut files = output::OpenFiles::new(files.stdout, files.stderr);
 
     let start = Instant::now();
     let started_at = SystemTime::now();
     let effective = deadline::apply(config.limits.clone(), config.outer_deadline, started_at);
     let limits = effective.limits.clone();
-
-    let mut record = Record {
-        argv: config
-            .argv
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
-        started_at: Some(started_at),
-        capped_by_outer_deadline: effective.capped,
-        leftovers_action: match config.leftovers {
-            Leftovers::Warn => "warn",
-            Leftovers::Fail => "fail",
-            Leftovers::Kill => "kill",
-        },
-        ..Record::default()
-    };
-    record.stdin.end = "none";
+    record.started_at = Some(started_at);
+    record.capped_by_outer_deadline = effective.capped;
 
     // Bounded, so that no helper thread allocates to send; senders wait if the loop
     // falls 256 events behind, which only delays them.
@@ -95,16 +242,29 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
     } else {
         Terminal::if_foreground()
     };
-    let (out_reader, out_writer) = std::io::pipe().context("cannot create a pipe")?;
-    let (err_reader, err_writer) = if config.output.merge {
-        // One pipe for both: the order the kernel saw.
-        (
-            None,
-            out_writer.try_clone().context("cannot create a pipe")?,
-        )
+    // A stream whose destination is saferun's own, closed, stream is closed for the
+    // command too; under --merge stderr follows stdout.
+    let stdout_closed = config.closed.stdout && config.output.stdout_file.is_none();
+    let stderr_closed = if config.output.merge {
+        stdout_closed
+    } else {
+        config.closed.stderr && config.output.stderr_file.is_none()
+    };
+    let (out_reader, out_writer) = if stdout_closed {
+        (None, None)
     } else {
         let (reader, writer) = std::io::pipe().context("cannot create a pipe")?;
-        (Some(reader), writer)
+        (Some(reader), Some(writer))
+    };
+    let (err_reader, err_writer) = match (&out_writer, config.output.merge) {
+        // One pipe for both: the order the kernel saw.
+        (Some(out), true) => (None, Some(out.try_clone().context("cannot create a pipe")?)),
+        (None, true) => (None, None),
+        _ if stderr_closed => (None, None),
+        _ => {
+            let (reader, writer) = std::io::pipe().context("cannot create a pipe")?;
+            (Some(reader), Some(writer))
+        }
     };
 
     let fed = Arc::new(AtomicU64::new(0));
@@ -116,8 +276,8 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
     }
     let wiring = Wiring {
         stdin: stdin.fd,
-        stdout: out_writer.into(),
-        stderr: err_writer.into(),
+        stdout: out_writer.map(OwnedFd::from),
+        stderr: err_writer.map(OwnedFd::from),
     };
     let setup = Setup {
         own_group: !config.share_group,
@@ -134,9 +294,7 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
             notices.say(&error.message);
             record.errors.push(error.message);
             record.duration = start.elapsed();
-            let exit = Exit::Code(error.status);
-            finish_report(config.report.as_ref(), &record, exit, notices);
-            return Ok(exit);
+            return Ok((Exit::Code(error.status), None));
         }
     };
     let group = Group::new(pid, !config.share_group);
@@ -153,17 +311,29 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
             .start(events_tx.clone())
             .context("cannot start a thread")?;
         if let Some((source, pipe)) = stdin.feed {
-            feed::spawn_feeder(source, pipe, fed.clone()).context("cannot start a thread")?;
-            record.stdin.end = "eof";
+            let feeder = feed::Feeder {
+                source,
+                pipe,
+                fed: fed.clone(),
+                stop: stop_rx.clone(),
+                events: events_tx.clone(),
+            };
+            feeder.spawn().context("cannot start a thread")?;
+            record.stdin.end = StreamEnding::Eof;
         }
         let command_word = record.argv.first().cloned().unwrap_or_default();
-        let pipes = [
-            (Stream::Stdout, Some(out_reader)),
-            (Stream::Stderr, err_reader),
-        ];
+        let pipes = [(Stream::Stdout, out_reader), (Stream::Stderr, err_reader)];
         for (stream, reader) in pipes {
             let Some(reader) = reader else {
-                record.stream_mut(stream).end = "none";
+                let closed = match stream {
+                    Stream::Stdout => stdout_closed,
+                    Stream::Stderr => stderr_closed,
+                };
+                record.stream_mut(stream).end = if closed {
+                    StreamEnding::Closed
+                } else {
+                    StreamEnding::None
+                };
                 continue;
             };
             let pipe = OwnedFd::from(reader);
@@ -172,6 +342,7 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
             let built = files.build(StreamSetup {
                 stream,
                 config: &config.output,
+                closed: &config.closed,
                 pid: pid.as_raw(),
                 command: &command_word,
                 start,
@@ -206,6 +377,7 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
         if let Some(terminal) = &terminal {
             terminal.take_back();
         }
+        record.duration = start.elapsed();
         return Err(error.context("the command was killed"));
     }
     drop(events_tx);
@@ -237,36 +409,18 @@ fn run_with(config: &Config, notices: &Notices) -> Result<Exit> {
         outcome::is_failure(exit, runner.policy.cancelled().is_some()),
         notices,
     );
-    finish_report(config.report.as_ref(), &runner.record, exit, notices);
-    // What saferun itself still has to write may wait for a slow reader, but never past
-    // the bound a timeout sets.
-    let bound = runner
-        .policy
-        .hard_end()
-        .map(|end| end.max(Instant::now() + FLUSH_GRACE));
-    notices.flush(bound);
-    Ok(exit)
+    Ok((exit, runner.policy.hard_end()))
 }
 
-/// Opens (creates) the report file up front, so that an unwritable path is a usage error
-/// before anything runs.
-fn prepare_report(target: Option<&ReportTarget>) -> Result<()> {
-    if let Some(ReportTarget::File(path)) = target {
-        File::create(path)
-            .with_context(|| format!("--report: cannot write '{}'", path.display()))?;
-    }
-    Ok(())
-}
-
-fn finish_report(target: Option<&ReportTarget>, record: &Record, exit: Exit, notices: &Notices) {
+fn finish_report(target: Option<ReportOut>, record: &Record, exit: Exit, notices: &Notices) {
     let Some(target) = target else {
         return;
     };
     let text = report::to_json(record, exit.shell_status());
     match target {
-        ReportTarget::Stderr => notices.raw(text.into_bytes()),
-        ReportTarget::File(path) => {
-            if let Err(error) = std::fs::write(path, text) {
+        ReportOut::Stderr => notices.raw(text.into_bytes()),
+        ReportOut::File(mut file) => {
+            if let Err(error) = file.write_all(text.as_bytes()) {
                 notices.say(&format!("cannot write the report: {error}"));
             }
         }
@@ -285,6 +439,7 @@ struct OpenStream {
 /// The main thread's state during the loop and the teardown.
 struct Runner<'a> {
     config: &'a Config,
+    record: &'a mut Record,
     notices: Notices,
     limits: crate::config::Limits,
     policy: Policy,
@@ -298,7 +453,6 @@ struct Runner<'a> {
     /// Whether the pipe holders were already looked up and named.
     holders_named: bool,
     cont_watch: forward::ContWatch,
-    record: Record,
 }
 
 impl Runner<'_> {
@@ -417,10 +571,10 @@ impl Runner<'_> {
                     open.closed = true;
                 }
                 let word = match end {
-                    StreamEnd::Eof => "eof",
-                    StreamEnd::ReaderGone => "reader_gone",
-                    StreamEnd::Stopped => "stopped",
-                    StreamEnd::WriteFailed => "write_failed",
+                    StreamEnd::Eof => StreamEnding::Eof,
+                    StreamEnd::ReaderGone => StreamEnding::ReaderGone,
+                    StreamEnd::Stopped => StreamEnding::Stopped,
+                    StreamEnd::WriteFailed => StreamEnding::WriteFailed,
                 };
                 if matches!(end, StreamEnd::ReaderGone) {
                     self.notices.detail(&format!(
@@ -432,7 +586,15 @@ impl Runner<'_> {
                 self.record.stream_mut(*stream).end = word;
             }
             Event::WriteFailed { what, error, .. } => {
-                let message = format!("cannot write {what}: {error}");
+                let message = format!("cannot write {what}: {}", files::describe(error));
+                self.notices.say(&message);
+                self.record.errors.push(message);
+            }
+            Event::InputFailed { what, error } => {
+                let message = format!(
+                    "cannot read {what}: {}; stopping the command",
+                    files::describe(error)
+                );
                 self.notices.say(&message);
                 self.record.errors.push(message);
             }
@@ -664,7 +826,7 @@ impl Runner<'_> {
                 record.truncated = record.elided > 0;
             }
             if !open.closed {
-                record.end = "unfinished";
+                record.end = StreamEnding::Unfinished;
             }
         }
         if self.streams.iter().any(|s| !s.closed) {

@@ -441,7 +441,8 @@ enum RingError {
     Sink(SinkError),
 }
 
-const RING_IN_MEMORY: u64 = 8 << 20;
+/// Past this, a `--max-output` tail is kept in a temporary file.
+pub const RING_IN_MEMORY: u64 = 8 << 20;
 
 impl Ring {
     fn new(capacity: u64) -> io::Result<Ring> {

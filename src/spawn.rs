@@ -16,11 +16,12 @@ use nix::unistd::Pid;
 
 use crate::outcome;
 
-/// The command's three standard streams as saferun wires them.
+/// The command's three standard streams as saferun wires them; `None` leaves that
+/// stream closed in the command.
 pub struct Wiring {
-    pub stdin: OwnedFd,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 /// What to set up in the child between fork and exec.
@@ -53,27 +54,76 @@ pub fn spawn(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Spa
     start(argv, wiring, setup).map_err(|error| spawn_error(program, &error))
 }
 
-/// GNU `timeout`'s rule: "not found" is 127, every other exec failure 126.
+/// GNU `timeout`'s rule: "not found" is 127, every other exec failure 126. The message
+/// says what actually failed: a file that exists but whose `#!` interpreter does not, or
+/// a directory, is not "command not found".
 fn spawn_error(program: &OsString, error: &io::Error) -> SpawnError {
     let shown = program.to_string_lossy();
     let reason = error
         .raw_os_error()
         .map(|code| Errno::from_raw(code).desc().to_string())
         .unwrap_or_else(|| error.to_string());
+    let cannot_execute = |why: String| SpawnError {
+        status: outcome::CANNOT_EXECUTE,
+        message: format!("cannot execute {shown}: {why}"),
+    };
+    let found = locate(program);
     match error.raw_os_error().map(Errno::from_raw) {
-        Some(Errno::ENOENT) => SpawnError {
-            status: outcome::NOT_FOUND,
-            message: format!("{shown}: command not found"),
+        Some(Errno::ENOENT) => match found.filter(|path| path.is_file()) {
+            Some(path) => cannot_execute(match interpreter(&path) {
+                Some(interpreter) => {
+                    format!("its interpreter '{interpreter}' (from its #! line) was not found")
+                }
+                None => "a program it needs to start (its dynamic loader?) was not found".into(),
+            }),
+            None => SpawnError {
+                status: outcome::NOT_FOUND,
+                message: format!("{shown}: command not found"),
+            },
         },
         Some(Errno::EAGAIN | Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE) => SpawnError {
             status: outcome::SAFERUN_FAILED,
             message: format!("cannot start {shown}: {reason}"),
         },
-        _ => SpawnError {
-            status: outcome::CANNOT_EXECUTE,
-            message: format!("cannot execute {shown}: {reason}"),
-        },
+        _ if found.is_some_and(|path| path.is_dir()) => cannot_execute("it is a directory".into()),
+        _ => cannot_execute(reason),
     }
+}
+
+/// The file `execvp` would have tried first for `program`: the path itself when it has a
+/// `/`, else the first entry of `PATH` where something of that name exists.
+fn locate(program: &OsString) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+    if program.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(program);
+        return path.exists().then_some(path);
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&search)
+        .map(|dir| {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".").to_path_buf()
+            } else {
+                dir
+            };
+            dir.join(program)
+        })
+        .find(|candidate| candidate.exists())
+}
+
+/// The interpreter named on a script's `#!` line.
+fn interpreter(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let word = String::from_utf8_lossy(line)
+        .split_whitespace()
+        .next()?
+        .to_string();
+    Some(word)
 }
 
 #[cfg(target_os = "linux")]
@@ -101,10 +151,11 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
         .collect::<io::Result<Vec<_>>>()?;
     let arg_ptrs = null_terminated(&args);
     let env_ptrs = null_terminated(&env);
+    let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let fds = [
-        (wiring.stdin.as_raw_fd(), 0),
-        (wiring.stdout.as_raw_fd(), 1),
-        (wiring.stderr.as_raw_fd(), 2),
+        (raw(&wiring.stdin), 0),
+        (raw(&wiring.stdout), 1),
+        (raw(&wiring.stderr), 2),
     ];
     let terminal = setup.terminal.as_ref().map(AsRawFd::as_raw_fd);
     let to_default = setup.to_default;
@@ -122,6 +173,9 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
         // memory) and the child leaves with _exit, which runs nothing of saferun's.
         unsafe {
             for (fd, target) in fds {
+                if fd < 0 {
+                    continue;
+                }
                 let wired = if fd == target {
                     libc::fcntl(fd, libc::F_SETFD, 0)
                 } else {
@@ -130,6 +184,11 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
                 if wired < 0 {
                     failure.store(Errno::last_raw(), Ordering::SeqCst);
                     libc::_exit(127);
+                }
+            }
+            for (fd, target) in fds {
+                if fd < 0 {
+                    libc::close(target);
                 }
             }
             if own_group {
@@ -211,12 +270,14 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
 
     use nix::sys::signal::SigHandler;
 
+    use std::process::Stdio;
+    let wire = |fd: Option<OwnedFd>| fd.map_or_else(Stdio::null, Stdio::from);
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
-        .stdin(wiring.stdin)
-        .stdout(wiring.stdout)
-        .stderr(wiring.stderr)
+        .stdin(wire(wiring.stdin))
+        .stdout(wire(wiring.stdout))
+        .stderr(wire(wiring.stderr))
         .envs(setup.env);
     if setup.own_group {
         command.process_group(0);

@@ -109,6 +109,39 @@ fn not_found_still_writes_a_report() {
 }
 
 #[test]
+fn a_refused_run_still_writes_its_report() {
+    for args in [
+        &["-o", "/nonexistent/dir/out", "true"][..],
+        &["--kill-leftovers", "--leftovers", "warn", "true"],
+        &["-t", "5M", "true"],
+        &["--stdin-file", "/", "true"],
+    ] {
+        let (out, r) = report_of(args);
+        out.assert_code(125);
+        assert_eq!(r["exit_status"], 125, "{r:#}");
+        assert_eq!(r["end_reason"], "failed", "{r:#}");
+        assert_eq!(r["pid"], Value::Null, "{r:#}");
+        let error = r["errors"][0].as_str().unwrap_or_default();
+        assert!(
+            out.stderr_text().contains(error) && !error.is_empty(),
+            "the report says what stderr says\n{out}\n{r:#}"
+        );
+    }
+}
+
+#[test]
+fn a_report_that_would_overwrite_a_named_file_is_not_written() {
+    let dir = temp_dir();
+    let file = dir.path().join("out");
+    std::fs::write(&file, "precious").unwrap();
+    let path = file.to_str().unwrap();
+    saferun(["-o", path, "--report", path, "true"])
+        .run()
+        .assert_code(125);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
+}
+
+#[test]
 fn report_to_stderr() {
     let out = saferun(["--report", "-", "true"]).run();
     out.assert_code(0);

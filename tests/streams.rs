@@ -207,3 +207,45 @@ fn a_non_blocking_stdin_is_fed_to_the_end() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// Runs `sh -c SCRIPT` with `$SAFERUN` set, bounded, and returns its status and stderr.
+fn shell(script: &str) -> (Option<i32>, String) {
+    let child = std::process::Command::new("sh")
+        .args(["-c", script])
+        .env("SAFERUN", util::BIN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = util::wait_bounded(child, Duration::from_secs(30)).expect("finished");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_or_stderr_is_closed_for_the_command_too() {
+    // Without saferun `seq` fails writing to a closed stdout; through saferun it must
+    // fail the same way, not write into nothing and succeed.
+    let (direct, _) = shell("seq 3 >&-");
+    let (through, stderr) = shell("\"$SAFERUN\" seq 3 >&-");
+    assert_eq!(direct, Some(1));
+    assert_eq!(through, direct, "{stderr}");
+    assert!(stderr.contains("write error"), "{stderr}");
+    let (direct, _) = shell("sh -c 'echo x >&2' 2>&-");
+    let (through, _) = shell("\"$SAFERUN\" sh -c 'echo x >&2' 2>&-");
+    assert_ne!(direct, Some(0));
+    assert_eq!(through, direct, "the command's stderr is closed too");
+    // A stream that goes to a file does not care.
+    let dir = temp_dir();
+    let file = dir.path().join("out");
+    let (status, stderr) = shell(&format!("\"$SAFERUN\" -o {} seq 3 >&-", file.display()));
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "1\n2\n3\n");
+    // And a closed stdin is closed for the command.
+    let (direct, _) = shell("sh -c 'read x' <&-");
+    let (through, _) = shell("\"$SAFERUN\" sh -c 'read x' <&-");
+    assert_ne!(direct, Some(0));
+    assert_eq!(through, direct);
+}

@@ -2,6 +2,8 @@
 
 mod util;
 
+use std::path::Path;
+
 use util::{saferun, temp_dir};
 
 #[test]
@@ -113,4 +115,180 @@ fn a_usage_error_with_an_unwritable_stderr_is_still_125() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(125));
+}
+
+/// Runs saferun with `args` and checks the refusal: status 125, one `saferun:` line
+/// naming `needle`, and the marker command never ran.
+#[track_caller]
+fn refused(args: &[&str], needle: &str) -> util::Output {
+    let dir = temp_dir();
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let mut argv: Vec<&str> = args.to_vec();
+    argv.extend(["sh", "-c", &touch]);
+    let out = saferun(&argv).run();
+    out.assert_code(125).assert_stderr_contains(needle);
+    assert_eq!(out.stderr_text().lines().count(), 1, "one line\n{out}");
+    assert!(
+        out.stderr_text().starts_with("saferun: "),
+        "a saferun line\n{out}"
+    );
+    assert!(!marker.exists(), "the command must not run\n{out}");
+    out
+}
+
+#[test]
+fn options_that_contradict_each_other_or_do_nothing() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--leftovers", "warn", "--kill-leftovers"],
+            "--kill-leftovers",
+        ),
+        (
+            &["--leftovers=fail", "--kill-leftovers"],
+            "--kill-leftovers",
+        ),
+        (&["--on-max-output", "kill"], "--on-max-output"),
+        (&["--on-max-output=drop"], "--on-max-output"),
+        (&["--append"], "--append"),
+        (&["--tee"], "--tee"),
+        (&["--merge", "-e", "/dev/null"], "--merge"),
+        (&["--on-timeout-limit", "3s"], "--on-timeout-limit"),
+        (&["-p"], "--preserve-status"),
+        (&["--on-timeout", "true"], "--on-timeout"),
+        (&["-s", "KILL"], "--signal"),
+        (
+            &["--quiet-unless-fail", "-o", "/dev/null", "-e", "/dev/null"],
+            "--quiet-unless-fail",
+        ),
+        (&["--no-stdin", "--input", "x"], "--no-stdin"),
+    ];
+    for (flags, needle) in cases {
+        refused(flags, needle);
+    }
+    // The same options where they do something are accepted.
+    for flags in [
+        &["--leftovers", "kill", "--kill-leftovers"][..],
+        &["-t", "0", "-p"],
+        &["-s", "KILL", "--kill-leftovers"],
+        &["--idle-timeout", "5", "-s", "INT", "--on-timeout", "true"],
+        &["--max-output", "1K", "--on-max-output", "kill"],
+    ] {
+        let mut args = flags.to_vec();
+        args.push("true");
+        saferun(&args).run().assert_code(0);
+    }
+}
+
+#[test]
+fn a_refused_run_touches_no_file() {
+    let dir = temp_dir();
+    let kept = dir.path().join("kept");
+    let path = kept.to_str().unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&kept, &link).unwrap();
+    let link = link.to_str().unwrap();
+    let fresh = dir.path().join("fresh");
+    let fresh = fresh.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["-o", path, "-e", path],
+        &["-o", path, "-e", link],
+        &["-o", path, "--report", link],
+        &["--report", path, "-e", path],
+        &["--stdin-file", path, "-o", link],
+        &["-o", fresh, "-e", "/nonexistent/dir/x"],
+        &["-e", fresh, "--report", "/nonexistent/dir/x"],
+        &["-o", fresh, "--stdin-file", "/nonexistent/x"],
+        &["-o", fresh, "--kill-leftovers", "--leftovers", "warn"],
+        &["-o", fresh, "-t", "5M"],
+    ];
+    for flags in cases {
+        std::fs::write(&kept, "precious").unwrap();
+        let out = refused(flags, "saferun: ");
+        assert_eq!(
+            std::fs::read_to_string(&kept).unwrap(),
+            "precious",
+            "truncated\n{out}"
+        );
+        assert!(!Path::new(fresh).exists(), "created\n{out}");
+    }
+    // /dev/stdout is the same file as -o when saferun's stdout is that file.
+    std::fs::write(&kept, "precious").unwrap();
+    let status = std::process::Command::new(util::BIN)
+        .args(["-o", "/dev/stdout", "-e", path, "echo", "x"])
+        .stdout(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&kept)
+                .unwrap(),
+        )
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(125));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "precious");
+}
+
+#[test]
+fn devices_may_be_named_by_several_options() {
+    saferun([
+        "-o",
+        "/dev/null",
+        "-e",
+        "/dev/null",
+        "sh",
+        "-c",
+        "echo a; echo b >&2",
+    ])
+    .run()
+    .assert_code(0)
+    .assert_stdout("");
+}
+
+#[test]
+fn stdin_file_that_is_a_directory() {
+    let dir = temp_dir();
+    refused(
+        &["--stdin-file", dir.path().to_str().unwrap()],
+        "is a directory",
+    );
+}
+
+#[test]
+fn an_unusable_tmpdir_is_refused_before_running() {
+    let dir = temp_dir();
+    let marker = dir.path().join("ran");
+    let out = saferun(["--quiet-unless-fail", "touch", marker.to_str().unwrap()])
+        .env("TMPDIR", "/nonexistent/tmp")
+        .run();
+    out.assert_code(125).assert_stderr_contains("TMPDIR");
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_script_whose_interpreter_is_missing_says_so() {
+    let dir = temp_dir();
+    let script = dir.path().join("script");
+    std::fs::write(&script, "#!/nonexistent/interpreter -x\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = saferun([script.to_str().unwrap()]).run();
+    out.assert_code(126)
+        .assert_stderr_contains("'/nonexistent/interpreter'")
+        .assert_stderr_contains("#!");
+    assert!(!out.stderr_text().contains("not found: "), "{out}");
+    // Found through PATH too.
+    let out = saferun(["script"])
+        .env("PATH", dir.path().to_str().unwrap())
+        .run();
+    out.assert_code(126)
+        .assert_stderr_contains("'/nonexistent/interpreter'");
+}
+
+#[test]
+fn a_directory_as_the_command_says_so() {
+    let dir = temp_dir();
+    saferun([dir.path().to_str().unwrap()])
+        .run()
+        .assert_code(126)
+        .assert_stderr_contains("is a directory");
 }
