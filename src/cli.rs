@@ -12,7 +12,7 @@ use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Command, value_parser};
 use nix::sys::signal::Signal;
 
 use saferun::config::{
-    CapAction, ClosedAtStart, Config, Leftovers, Limits, OnTimeout, OutputConfig, ReportTarget,
+    CapAction, Config, Inherited, Leftovers, Limits, OnTimeout, OutputConfig, ReportTarget,
     StdinSource, Timestamps,
 };
 use saferun::{deadline, outcome, signal, units};
@@ -213,7 +213,7 @@ fn signal_arg(text: &str) -> Result<Signal, String> {
 /// Parses saferun's own arguments (the program name first). `Err` carries the exit
 /// status after the refusal was said (one `saferun:` line, 125, and the report if one is
 /// asked for; `--help`/`--version`: 0).
-pub fn parse(args: Vec<OsString>, closed: ClosedAtStart) -> Result<Config, i32> {
+pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Config, i32> {
     let matches = match command().try_get_matches_from(&args) {
         Ok(matches) => matches,
         Err(error) => {
@@ -233,11 +233,11 @@ pub fn parse(args: Vec<OsString>, closed: ClosedAtStart) -> Result<Config, i32> 
             let partial = command()
                 .ignore_errors(true)
                 .try_get_matches_from(&args)
-                .map(|m| into_config(&m, closed));
+                .map(|m| into_config(&m, inherited));
             return Err(refuse(partial.ok().as_ref(), one_line(&error)));
         }
     };
-    let config = into_config(&matches, closed);
+    let config = into_config(&matches, inherited);
     match check(&matches, &config) {
         Ok(()) => Ok(config),
         Err(message) => Err(refuse(Some(&config), message)),
@@ -325,7 +325,7 @@ fn word<'a>(matches: &'a ArgMatches, id: &str) -> Option<&'a str> {
     matches.get_one::<String>(id).map(String::as_str)
 }
 
-fn into_config(matches: &ArgMatches, closed: ClosedAtStart) -> Config {
+fn into_config(matches: &ArgMatches, inherited: Inherited) -> Config {
     let path = |id: &str| matches.get_one::<PathBuf>(id).cloned();
     let limit = |id: &str| matches.get_one::<Limit>(id).and_then(|limit| limit.0);
     let word = |id: &str| word(matches, id);
@@ -402,7 +402,7 @@ fn into_config(matches: &ArgMatches, closed: ClosedAtStart) -> Config {
         outer_deadline: std::env::var(deadline::ENV)
             .ok()
             .and_then(|v| deadline::parse(&v)),
-        closed,
+        inherited,
     }
 }
 
@@ -412,7 +412,7 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         let args = std::iter::once("saferun").chain(args.iter().copied());
-        parse(args.map(OsString::from).collect(), ClosedAtStart::default()).expect("parses")
+        parse(args.map(OsString::from).collect(), Inherited::default()).expect("parses")
     }
 
     #[test]

@@ -23,18 +23,20 @@ pub struct Config {
     pub on_timeout: Option<OnTimeout>,
     /// A deadline inherited from an enclosing saferun (`SAFERUN_DEADLINE`).
     pub outer_deadline: Option<SystemTime>,
-    /// saferun's own standard streams that were closed when it started.
-    pub closed: ClosedAtStart,
+    /// What saferun's caller gave it that the command inherits as from a plain exec.
+    pub inherited: Inherited,
 }
 
-/// Which of saferun's own standard streams were closed when it started. The command
-/// then gets them closed too, as it would without saferun: `seq 10 >&-` fails the same
-/// way through saferun as without it, instead of its output vanishing.
+/// What saferun's caller gave it that the command must get as from a plain exec. A
+/// closed standard stream stays closed for the command (`seq 10 >&-` fails the same way
+/// through saferun as without it, instead of its output vanishing), and an ignored
+/// SIGPIPE stays ignored (saferun ignores it for itself either way).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClosedAtStart {
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
+pub struct Inherited {
+    pub stdin_closed: bool,
+    pub stdout_closed: bool,
+    pub stderr_closed: bool,
+    pub sigpipe_ignored: bool,
 }
 
 /// Clocks and signals.

@@ -20,9 +20,10 @@ use crate::report::{Notices, OnTimeoutRun, TreeLine};
 const KEPT_OUTPUT: usize = 64 * 1024;
 
 /// Every live process below saferun, with its state and what it waits on.
-pub fn tree(group: Option<i32>, subreaper: bool) -> Vec<TreeLine> {
+/// `skip`: saferun's children that are not the run's (see [`procfs::table`]).
+pub fn tree(group: Option<i32>, subreaper: bool, skip: &[i32]) -> Vec<TreeLine> {
     let me = std::process::id() as i32;
-    let table = procfs::table(me, subreaper);
+    let table = procfs::table(me, subreaper, skip);
     procfs::descendants(me, group, &table)
         .into_iter()
         .map(|entry| TreeLine {

@@ -3,33 +3,29 @@
 //! Each pipe gets its own thread so that the command can never block on a full pipe
 //! while saferun is busy with the other stream or with a slow reader downstream. A drain
 //! holds one fixed buffer; memory does not grow with the volume of output.
+//!
+//! The loop waits once per chunk (`poll` on the pipe and the stop signal), asks how
+//! much is queued, and moves it: copied through the sink, or, when the sink only passes
+//! bytes on to plain descriptors and enough is queued (see [`crate::splice`]), spliced
+//! inside the kernel.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
-#[cfg(any(target_os = "linux", target_os = "android"))]
-use nix::fcntl::{SpliceFFlags, splice, tee};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-#[cfg(any(target_os = "linux", target_os = "android"))]
-use nix::sys::stat::SFlag;
 
 use crate::event::{Event, Stream, StreamEnd};
 use crate::pipes;
+use crate::sink::{PlainTarget, Sink, SinkError};
 #[cfg(any(target_os = "linux", target_os = "android"))]
-use crate::sink::{PlainTarget, write_all_waiting};
-use crate::sink::{Sink, SinkError};
+use crate::splice::{self, Step};
 
 const BUFFER_SIZE: usize = 128 * 1024;
-
-/// Most bytes one `splice` moves.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const SPLICE_CHUNK: usize = 1 << 20;
 
 /// How long a partial line waits for its end before it is written as it is.
 const PARTIAL_LINE_PAUSE: Duration = Duration::from_millis(100);
@@ -74,31 +70,73 @@ pub struct StreamStats {
     pub read: AtomicU64,
 }
 
-/// Tells every drain to stop reading. Dropping the [`StopSender`] is the signal.
-pub struct StopSender(#[expect(dead_code, reason = "held only to be dropped")] OwnedFd);
+/// Tells every drain (and the feeder) to stop. Dropping the [`StopSender`] is the signal.
+pub struct StopSender {
+    wake: OwnedFd,
+    given: Arc<AtomicBool>,
+}
 
+/// Where the stop is seen: a flag a busy drain reads between chunks, and a descriptor
+/// that becomes readable for one that waits in `poll`. On Linux an eventfd, which costs
+/// no pipe memory (a pipe would take 64 KiB of the per-user pipe quota for one bit).
 #[derive(Clone)]
-pub struct StopReceiver(Arc<OwnedFd>);
+pub struct StopReceiver {
+    wake: Arc<OwnedFd>,
+    given: Arc<AtomicBool>,
+}
+
+pub fn stop_channel() -> std::io::Result<(StopSender, StopReceiver)> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let (wake, seen) = {
+        use rustix::event::{EventfdFlags, eventfd};
+        let fd = eventfd(0, EventfdFlags::CLOEXEC)?;
+        let seen = fd.try_clone()?;
+        (fd, seen)
+    };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let (seen, wake) = {
+        let (read, write) = std::io::pipe()?;
+        (OwnedFd::from(read), OwnedFd::from(write))
+    };
+    let given = Arc::new(AtomicBool::new(false));
+    Ok((
+        StopSender {
+            wake,
+            given: given.clone(),
+        },
+        StopReceiver {
+            wake: Arc::new(seen),
+            given,
+        },
+    ))
+}
+
+impl Drop for StopSender {
+    fn drop(&mut self) {
+        self.given.store(true, Ordering::SeqCst);
+        // An eventfd becomes readable once written; a pipe once its write end closes
+        // (which dropping the descriptor does).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    }
+}
 
 impl StopReceiver {
+    /// Whether the stop was given.
+    pub fn given(&self) -> bool {
+        self.given.load(Ordering::SeqCst)
+    }
+
     /// Blocks until the stop is given.
     pub fn wait(&self) {
         loop {
-            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::NONE) {
                 Err(Errno::EINTR) => continue,
                 _ => return,
             }
         }
     }
-}
-
-pub fn stop_channel() -> std::io::Result<(StopSender, StopReceiver)> {
-    let (read, write) = std::io::pipe()?;
-    Ok((
-        StopSender(OwnedFd::from(write)),
-        StopReceiver(Arc::new(OwnedFd::from(read))),
-    ))
 }
 
 /// What a drain shares with the main thread.
@@ -124,26 +162,30 @@ pub struct Drain {
     /// A write to the destination failed: what comes next is read and dropped, so the
     /// command never blocks while saferun stops it.
     failed: bool,
+    buffer: Vec<u8>,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    epoll: Option<nix::sys::epoll::Epoll>,
 }
 
-/// How the `--tee` path ended.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-enum Teed {
+/// How a stream's bytes reach their destination.
+enum Route {
+    /// Read into the buffer and handed to the sink (which shapes them, or holds them).
+    Copy,
+    /// Spliced into the one plain destination (when enough is queued).
+    Splice(PlainTarget),
+    /// `--tee`: duplicated into `teed` (a pipe) with `tee(2)`, then spliced into `other`.
+    Tee {
+        teed: PlainTarget,
+        other: PlainTarget,
+    },
+}
+
+/// What one round of the loop came to.
+enum Round {
+    Go,
     End(StreamEnd),
-    /// One destination's reader left: go on with the other alone.
-    OnlyTo(PlainTarget),
-    /// Read/write takes over (nothing is owed to either destination, or a write failed).
-    Refused,
-}
-
-/// Why teed bytes could not all be spliced into the second destination.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-enum Moved {
-    /// saferun asked to stop while the destination was full.
-    Stopped,
-    /// It refused splice; the bytes were written to it instead.
-    HandedOver,
-    Failed(SinkError),
+    /// The zero-copy route no longer applies (refused, or one `--tee` reader left).
+    Reroute(Route),
 }
 
 /// What woke a drain waiting for data.
@@ -167,6 +209,9 @@ impl Drain {
             capacity,
             grown: false,
             failed: false,
+            buffer: Vec::new(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            epoll: None,
         }
     }
 
@@ -196,164 +241,206 @@ impl Drain {
         let _ = events.send(Event::StreamClosed { stream, end });
     }
 
-    /// Once a chunk as big as the pipe arrives, the pipe was full: this is a busy
-    /// stream, so grow its pipe and the one it flows into (see [`crate::pipes`]).
-    fn grow_if_full(&mut self, moved: usize, outs: &[&OwnedFd]) {
-        if self.grown || moved < self.capacity {
-            return;
-        }
-        self.grown = true;
-        pipes::grow(&self.pipe);
-        for out in outs {
-            pipes::grow(out);
-        }
-    }
-
     fn pump(&mut self) -> StreamEnd {
-        // Non-blocking reads, so that a stop request is seen even while the pipe is
-        // silent; the command's own end of the pipe is unaffected.
-        let _ = fcntl(&self.pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        if let Some(end) = self.splice_all() {
-            return end;
-        }
-        let mut buffer = vec![0u8; BUFFER_SIZE];
+        // Reads and splices follow a look at what is queued, so they never wait for the
+        // command: the loop waits in `poll`, where a stop request is seen too. (The pipe
+        // stays blocking: a non-blocking one would make every splice from it so, and a
+        // full destination a round of `poll` per chunk.)
+        let mut route = self.route();
         loop {
-            match nix::unistd::read(&self.pipe, &mut buffer) {
-                Ok(0) => return self.eof(),
-                Ok(n) => {
-                    self.grow_if_full(n, &[]);
-                    if let Err(error) = self.deliver(&buffer[..n])
-                        && let Some(end) = self.on_sink_error(error)
-                    {
-                        return end;
-                    }
-                }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => match self.wait() {
-                    Wake::Readable => continue,
+            // A busy stream is not waited for: while something is queued the loop goes
+            // on at once, one question (how much?) and one move per chunk. A stop request
+            // still wins over more data: a leftover that keeps writing must not keep
+            // saferun reading forever.
+            if self.stop.given() {
+                return self.drain_buffered();
+            }
+            let mut queued = self.queued();
+            if queued.unwrap_or(0) == 0 {
+                match self.wait() {
+                    Wake::Readable => queued = self.queued(),
                     Wake::Pause => {
                         if let Err(error) = self.sink.flush_partial()
                             && let Some(end) = self.on_sink_error(error)
                         {
                             return end;
                         }
+                        continue;
                     }
-                    Wake::Stop => return self.drain_buffered(&mut buffer),
-                },
-                Err(_) => return self.eof(),
+                    Wake::Stop => return self.drain_buffered(),
+                }
+            }
+            let round = match &route {
+                Route::Copy => self.copy(queued),
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                Route::Splice(target) => self.splice_round(target, queued),
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                Route::Tee { teed, other } => self.tee_round(teed, other, queued),
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                _ => self.copy(queued),
+            };
+            match round {
+                Round::Go => {}
+                Round::End(end) => return end,
+                Round::Reroute(next) => route = next,
             }
         }
     }
 
-    /// The zero-copy path: when the sink only copies bytes to plain descriptors, pages
-    /// move from the command's pipe into them inside the kernel and never through
-    /// saferun's memory: `splice(2)` into one, or for `--tee` `tee(2)` into one and
-    /// `splice(2)` into the other. Returns `None` to fall back to read/write (a
-    /// destination that refuses: a terminal, an append-mode file), having lost nothing
-    /// and duplicated nothing, since a refused call moves no byte.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn splice_all(&mut self) -> Option<StreamEnd> {
-        let mut targets = self.sink.plain_targets();
-        let out = match targets.len() {
-            1 => targets.pop()?,
-            2 => {
-                let second = targets.pop()?;
-                let first = targets.pop()?;
-                match self.tee_all(first, second) {
-                    Teed::End(end) => return Some(end),
-                    Teed::OnlyTo(rest) => rest,
-                    Teed::Refused => return None,
-                }
-            }
-            _ => return None,
-        };
-        self.splice_into(&out)
-    }
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn splice_into(&mut self, out: &PlainTarget) -> Option<StreamEnd> {
-        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-        loop {
-            match splice(&self.pipe, None, &out.fd, None, SPLICE_CHUNK, flags) {
-                Ok(0) => return Some(StreamEnd::Eof),
-                Ok(n) => {
-                    self.count(n);
-                    self.grow_if_full(n, &[&out.fd]);
-                }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => {
-                    if let Wake::Stop = self.wait_either(&out.fd) {
-                        let mut buffer = vec![0u8; BUFFER_SIZE];
-                        return Some(self.drain_buffered(&mut buffer));
-                    }
-                }
-                Err(Errno::EPIPE) => match out.failure(Errno::EPIPE.into()) {
-                    SinkError::ReaderGone => return Some(StreamEnd::ReaderGone),
-                    // A file that is a FIFO whose reader left: read/write reports it.
-                    SinkError::Failed { .. } => return None,
-                },
-                // Refused (EINVAL for a terminal or O_APPEND file) or failed: read/write
-                // takes over and reports any real error with the destination's name.
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// `--tee` without copies: `tee(2)` duplicates what is in the command's pipe into
-    /// the target that is a pipe, then `splice(2)` moves the same bytes into the other.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn tee_all(&mut self, first: PlainTarget, second: PlainTarget) -> Teed {
-        let (teed, other) = if is_pipe(&first.fd) {
-            (first, second)
-        } else if is_pipe(&second.fd) {
-            (second, first)
-        } else {
-            return Teed::Refused;
-        };
-        // Checked before any byte is duplicated: refusing later would leave bytes that
-        // one destination already has and the other does not.
-        if !takes_splice(&other.fd) {
-            return Teed::Refused;
-        }
-        loop {
-            match tee(
-                &self.pipe,
-                &teed.fd,
-                SPLICE_CHUNK,
-                SpliceFFlags::SPLICE_F_NONBLOCK,
-            ) {
-                Ok(0) => return Teed::End(StreamEnd::Eof),
-                Ok(n) => {
-                    self.count(n);
-                    self.grow_if_full(n, &[&teed.fd, &other.fd]);
-                    match self.move_teed(n, &other) {
-                        Ok(()) => {}
-                        Err(Moved::Stopped) => return Teed::End(StreamEnd::Stopped),
-                        Err(Moved::HandedOver) => return Teed::Refused,
-                        Err(Moved::Failed(SinkError::ReaderGone)) => return Teed::OnlyTo(teed),
-                        Err(Moved::Failed(failed)) => {
-                            self.on_sink_error(failed);
-                            return Teed::Refused;
+    /// The zero-copy route when the sink allows one (see [`Sink::plain_targets`]).
+    fn route(&self) -> Route {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let mut targets = self.sink.plain_targets();
+            match targets.len() {
+                1 => return Route::Splice(targets.remove(0)),
+                2 => {
+                    let (teed, other) = match (targets[0].is_pipe(), targets[1].is_pipe()) {
+                        (true, _) => (targets.remove(0), targets.remove(0)),
+                        (false, true) => {
+                            let teed = targets.remove(1);
+                            (teed, targets.remove(0))
                         }
+                        _ => return Route::Copy,
+                    };
+                    // Checked before any byte is duplicated: refusing later would leave
+                    // bytes that one destination already has and the other does not.
+                    if other.takes_splice() {
+                        return Route::Tee { teed, other };
                     }
                 }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => {
-                    if let Wake::Stop = self.wait_either(&teed.fd) {
-                        let mut buffer = vec![0u8; BUFFER_SIZE];
-                        return Teed::End(self.drain_buffered(&mut buffer));
-                    }
-                }
-                Err(Errno::EPIPE) => match teed.failure(Errno::EPIPE.into()) {
-                    SinkError::ReaderGone => return Teed::OnlyTo(other),
-                    failed => {
-                        self.on_sink_error(failed);
-                        return Teed::Refused;
-                    }
-                },
-                Err(_) => return Teed::Refused,
+                _ => {}
             }
+        }
+        Route::Copy
+    }
+
+    /// How much waits in the command's pipe; grows it (and the pipes it flows into)
+    /// the first time it was full: a busy stream (see [`crate::pipes`]).
+    fn queued(&mut self) -> Option<usize> {
+        let queued = pipes::queued(&self.pipe);
+        if !self.grown && queued.is_some_and(|n| n >= self.capacity) {
+            self.grown = true;
+            pipes::grow(&self.pipe);
+            for target in self.sink.plain_targets() {
+                pipes::grow(&target.fd);
+            }
+        }
+        queued
+    }
+
+    /// Reads what is queued (at most the buffer) and hands it to the sink.
+    fn copy(&mut self, queued: Option<usize>) -> Round {
+        let want = queued.unwrap_or(BUFFER_SIZE).clamp(1, BUFFER_SIZE);
+        match self.read_some(want) {
+            Ok(0) => Round::End(self.eof()),
+            Ok(n) => self.deliver_buffer(n),
+            Err(Errno::EINTR | Errno::EAGAIN) => Round::Go,
+            Err(_) => Round::End(self.eof()),
+        }
+    }
+
+    fn read_some(&mut self, want: usize) -> nix::Result<usize> {
+        if self.buffer.len() < want {
+            self.buffer.resize(want.max(4096), 0);
+        }
+        nix::unistd::read(&self.pipe, &mut self.buffer[..want])
+    }
+
+    fn deliver_buffer(&mut self, n: usize) -> Round {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let result = self.deliver(&buffer[..n]);
+        std::mem::swap(&mut self.buffer, &mut buffer);
+        match result {
+            Err(error) => match self.on_sink_error(error) {
+                Some(end) => Round::End(end),
+                None => Round::Go,
+            },
+            Ok(()) => Round::Go,
+        }
+    }
+
+    /// Splices what is queued into the one destination, or copies it when that is the
+    /// better move (see [`crate::splice`]). A full destination is waited for inside the
+    /// splice: one system call per chunk, as a plain relay makes. A reader downstream
+    /// that never reads again then holds the drain there; saferun's end does not wait
+    /// for it (see `FLUSH_GRACE` in run.rs), as with any blocked write.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn splice_round(&mut self, target: &PlainTarget, queued: Option<usize>) -> Round {
+        let worth = |n: &usize| *n > 0 && splice::worth_splicing(*n, target.is_pipe());
+        let Some(queued) = queued.filter(worth) else {
+            return self.copy(queued);
+        };
+        self.activity.writing.fetch_add(1, Ordering::Relaxed);
+        let step = splice::splice(&self.pipe, &target.fd, queued, true);
+        self.activity.writing.fetch_sub(1, Ordering::Relaxed);
+        match step {
+            Step::Moved(n) => {
+                self.count(n);
+                target.unseen();
+                Round::Go
+            }
+            Step::End => Round::End(self.eof()),
+            // saferun's caller left its output non-blocking.
+            Step::WouldBlock => match self.wait_downstream(&target.fd) {
+                Wake::Stop => Round::End(self.drain_buffered()),
+                _ => Round::Go,
+            },
+            Step::ReaderGone => match target.failure(Errno::EPIPE.into()) {
+                SinkError::ReaderGone => Round::End(StreamEnd::ReaderGone),
+                // A file that is a FIFO whose reader left: read/write reports it.
+                SinkError::Failed { .. } => Round::Reroute(Route::Copy),
+            },
+            // Refused (EINVAL for a terminal or an O_APPEND file) or failed: read/write
+            // takes over and reports any real error with the destination's name.
+            Step::Refused(_) => Round::Reroute(Route::Copy),
+        }
+    }
+
+    /// `--tee` without copies: `tee(2)` duplicates what is queued into `teed` (a pipe),
+    /// then `splice(2)` moves the same bytes into `other`. Little queued is copied to
+    /// both through the sink instead.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn tee_round(
+        &mut self,
+        teed: &PlainTarget,
+        other: &PlainTarget,
+        queued: Option<usize>,
+    ) -> Round {
+        let Some(queued) = queued.filter(|n| splice::worth_splicing(*n, true)) else {
+            // (Nothing queued is the end of the stream, or nothing yet: read says which.)
+            return self.copy(queued);
+        };
+        match splice::tee(&self.pipe, &teed.fd, queued) {
+            Step::Moved(n) => {
+                self.count(n);
+                teed.unseen();
+                other.unseen();
+                match self.move_teed(n, other) {
+                    Ok(()) => Round::Go,
+                    Err(Moved::Stopped) => Round::End(StreamEnd::Stopped),
+                    Err(Moved::HandedOver) => Round::Reroute(Route::Copy),
+                    // The other reader left: the teed destination goes on alone.
+                    Err(Moved::Failed(SinkError::ReaderGone)) => alone(teed),
+                    Err(Moved::Failed(failed)) => {
+                        self.on_sink_error(failed);
+                        Round::Reroute(Route::Copy)
+                    }
+                }
+            }
+            Step::End => Round::End(self.eof()),
+            Step::WouldBlock => match self.wait_downstream(&teed.fd) {
+                Wake::Stop => Round::End(self.drain_buffered()),
+                _ => Round::Go,
+            },
+            Step::ReaderGone => match teed.failure(Errno::EPIPE.into()) {
+                SinkError::ReaderGone => alone(other),
+                failed => {
+                    self.on_sink_error(failed);
+                    Round::Reroute(Route::Copy)
+                }
+            },
+            Step::Refused(_) => Round::Reroute(Route::Copy),
         }
     }
 
@@ -362,14 +449,11 @@ impl Drain {
     /// never reach it a second time.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn move_teed(&mut self, n: usize, other: &PlainTarget) -> Result<(), Moved> {
-        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
         let mut left = n;
         while left > 0 {
-            match splice(&self.pipe, None, &other.fd, None, left, flags) {
-                Ok(0) => return Err(self.hand_over(left, other)),
-                Ok(moved) => left -= moved,
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => {
+            match splice::splice(&self.pipe, &other.fd, left, false) {
+                Step::Moved(moved) => left -= moved,
+                Step::WouldBlock => {
                     if let Wake::Stop = self.wait_downstream(&other.fd) {
                         // saferun is ending and `other`'s reader is stalled: `other` ends
                         // here, cut short, rather than going on after a hole.
@@ -377,9 +461,13 @@ impl Drain {
                         return Err(Moved::Stopped);
                     }
                 }
+                Step::ReaderGone => {
+                    self.discard(left);
+                    return Err(Moved::Failed(other.failure(Errno::EPIPE.into())));
+                }
                 // Refused (a file system that cannot splice) or failed: write(2) takes
                 // over for these bytes, and names the destination if it fails too.
-                Err(_) => return Err(self.hand_over(left, other)),
+                Step::End | Step::Refused(_) => return Err(self.hand_over(left, other)),
             }
         }
         Ok(())
@@ -387,7 +475,7 @@ impl Drain {
 
     /// Reads `n` bytes from the command's pipe and writes them to `other` alone.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn hand_over(&self, mut n: usize, other: &PlainTarget) -> Moved {
+    fn hand_over(&mut self, mut n: usize, other: &PlainTarget) -> Moved {
         let mut out = match other.fd.try_clone() {
             Ok(fd) => std::fs::File::from(fd),
             Err(error) => {
@@ -395,14 +483,14 @@ impl Drain {
                 return Moved::Failed(other.failure(error));
             }
         };
-        let mut chunk = vec![0u8; n.min(BUFFER_SIZE)];
         while n > 0 {
-            let want = n.min(chunk.len());
-            match nix::unistd::read(&self.pipe, &mut chunk[..want]) {
+            match self.read_some(n.min(BUFFER_SIZE)) {
                 Ok(0) => break,
                 Ok(got) => {
                     n -= got;
-                    if let Err(error) = write_all_waiting(&mut out, &chunk[..got]) {
+                    if let Err(error) =
+                        crate::sink::write_all_waiting(&mut out, &self.buffer[..got])
+                    {
                         self.discard(n);
                         return Moved::Failed(other.failure(error));
                     }
@@ -416,11 +504,9 @@ impl Drain {
 
     /// Reads and drops `n` bytes that are already in the command's pipe.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn discard(&self, mut n: usize) {
-        let mut scrap = [0u8; 4096];
+    fn discard(&mut self, mut n: usize) {
         while n > 0 {
-            let want = n.min(scrap.len());
-            match nix::unistd::read(&self.pipe, &mut scrap[..want]) {
+            match self.read_some(n.min(BUFFER_SIZE)) {
                 Ok(0) => return,
                 Ok(read) => n -= read,
                 Err(Errno::EINTR) => {}
@@ -429,33 +515,15 @@ impl Drain {
         }
     }
 
-    /// The destination `out` took nothing: if the command's pipe has data, `out` is full,
-    /// so wait for the reader downstream (that time is not the command's silence);
-    /// otherwise wait for data.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn wait_either(&self, out: &OwnedFd) -> Wake {
-        if self.input_ready() {
-            self.wait_downstream(out)
-        } else {
-            self.wait()
-        }
-    }
-
-    /// Waits until `out` can take more bytes or saferun asks to stop.
+    /// Waits until `out` can take more bytes or saferun asks to stop. That time is the
+    /// reader's, not the command's silence.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn wait_downstream(&self, out: &OwnedFd) -> Wake {
         self.activity.writing.fetch_add(1, Ordering::Relaxed);
-        let wake = wait_writable(out, &self.stop.0);
+        let wake = wait_writable(out, &self.stop.wake);
         self.activity.writing.fetch_sub(1, Ordering::Relaxed);
         self.activity.touch();
         wake
-    }
-
-    /// Whether the command's pipe has data (or hang-up) right now.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn input_ready(&self) -> bool {
-        let mut fds = [PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN)];
-        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
     fn eof(&self) -> StreamEnd {
@@ -507,16 +575,19 @@ impl Drain {
 
     /// Blocks until the pipe has data or hang-up, saferun asks to stop, or a partial line
     /// has waited long enough.
-    fn wait(&self) -> Wake {
-        let timeout = if self.sink.partial_pending() {
-            PollTimeout::try_from(PARTIAL_LINE_PAUSE).unwrap_or(PollTimeout::NONE)
-        } else {
-            PollTimeout::NONE
-        };
+    fn wait(&mut self) -> Wake {
+        let pause = self.sink.partial_pending().then_some(PARTIAL_LINE_PAUSE);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(wake) = self.wait_epoll(pause) {
+            return wake;
+        }
+        let timeout = pause.map_or(PollTimeout::NONE, |p| {
+            PollTimeout::try_from(p).unwrap_or(PollTimeout::NONE)
+        });
         loop {
             let mut fds = [
                 PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.stop.0.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.stop.wake.as_fd(), PollFlags::POLLIN),
             ];
             match poll(&mut fds, timeout) {
                 Err(Errno::EINTR) => continue,
@@ -535,15 +606,51 @@ impl Drain {
         }
     }
 
+    /// [`Drain::wait`] with an epoll set made once: each wait then registers nothing,
+    /// where `poll` registers with both descriptors, and removes itself again, for every
+    /// chunk of a busy stream. `None` if no epoll set can be made.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn wait_epoll(&mut self, pause: Option<Duration>) -> Option<Wake> {
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+        if self.epoll.is_none() {
+            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok()?;
+            epoll
+                .add(&self.pipe, EpollEvent::new(EpollFlags::EPOLLIN, 0))
+                .ok()?;
+            epoll
+                .add(&*self.stop.wake, EpollEvent::new(EpollFlags::EPOLLIN, 1))
+                .ok()?;
+            self.epoll = Some(epoll);
+        }
+        let epoll = self.epoll.as_ref()?;
+        let timeout = pause.map_or(EpollTimeout::NONE, |p| {
+            EpollTimeout::try_from(p).unwrap_or(EpollTimeout::NONE)
+        });
+        let mut events = [EpollEvent::empty(); 2];
+        loop {
+            return match epoll.wait(&mut events, timeout) {
+                Err(Errno::EINTR) => continue,
+                Err(_) => None,
+                Ok(0) => Some(Wake::Pause),
+                // A stop request wins over more data.
+                Ok(n) if events[..n].iter().any(|e| e.data() == 1) => Some(Wake::Stop),
+                Ok(_) => Some(Wake::Readable),
+            };
+        }
+    }
+
     /// On a stop request, delivers what is already in the pipe (bounded), then gives up.
-    fn drain_buffered(&mut self, buffer: &mut [u8]) -> StreamEnd {
+    fn drain_buffered(&mut self) -> StreamEnd {
+        // Whoever still holds the pipe may write no more: an empty pipe is the end here.
+        let _ = nix::fcntl::fcntl(
+            &self.pipe,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
         for _ in 0..16 {
-            match nix::unistd::read(&self.pipe, buffer) {
+            match self.read_some(BUFFER_SIZE) {
                 Ok(0) => return self.eof(),
                 Ok(n) => {
-                    if let Err(error) = self.deliver(&buffer[..n])
-                        && let Some(end) = self.on_sink_error(error)
-                    {
+                    if let Round::End(end) = self.deliver_buffer(n) {
                         return end;
                     }
                 }
@@ -559,22 +666,20 @@ impl Drain {
     }
 }
 
+/// `--tee` goes on into one destination alone (the other's reader left).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn is_pipe(fd: &OwnedFd) -> bool {
-    pipes::file_type(fd) == Some(SFlag::S_IFIFO)
+fn alone(target: &PlainTarget) -> Round {
+    Round::Reroute(target.duplicate().map_or(Route::Copy, Route::Splice))
 }
 
-/// Whether `splice(2)` into `fd` will be accepted: a pipe, or a regular file not opened
-/// for appending.
+/// Why teed bytes could not all be spliced into the second destination.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn takes_splice(fd: &OwnedFd) -> bool {
-    let appending = fcntl(fd, FcntlArg::F_GETFL)
-        .is_ok_and(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_APPEND));
-    match pipes::file_type(fd) {
-        Some(SFlag::S_IFIFO) => true,
-        Some(SFlag::S_IFREG) => !appending,
-        _ => false,
-    }
+enum Moved {
+    /// saferun asked to stop while the destination was full.
+    Stopped,
+    /// It refused splice; the bytes were written to it instead.
+    HandedOver,
+    Failed(SinkError),
 }
 
 /// Blocks until `out` can take more bytes (`Readable`) or saferun asks to stop.

@@ -20,6 +20,9 @@ use nix::sys::stat::SFlag;
 use crate::config::StdinSource;
 use crate::drain::StopReceiver;
 use crate::event::Event;
+use crate::pipes;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use crate::splice::{self, Step};
 
 /// Where the feeder reads from.
 pub enum FeedSource {
@@ -110,6 +113,8 @@ pub fn file_bytes_consumed(file: &(File, u64)) -> u64 {
     (end as u64).saturating_sub(file.1)
 }
 
+const BUFFER_SIZE: usize = 128 * 1024;
+
 /// The feeder thread's work: copy `source` into the command's stdin `pipe`.
 pub struct Feeder {
     pub source: FeedSource,
@@ -153,26 +158,67 @@ impl Feeder {
 }
 
 /// Copies `input` into `pipe` until the input ends or the command stops reading; `Err`
-/// when reading the input fails.
+/// when reading the input fails. After one look at how much is queued, that much is
+/// spliced when there is enough of it, and copied otherwise (see [`crate::splice`]).
 fn copy(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> io::Result<()> {
+    let capacity = pipes::capacity(input);
+    let mut grown = false;
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if splice_all(input, pipe, fed) {
-        return Ok(());
-    }
-    let mut buffer = vec![0u8; 128 * 1024];
+    let mut splicing = true;
+    let mut buffer = Vec::new();
     loop {
-        match nix::unistd::read(input, &mut buffer) {
+        let queued = match pipes::queued(input) {
+            Some(0) | None => {
+                wait_readable(input);
+                pipes::queued(input)
+            }
+            some => some,
+        };
+        if !grown && capacity.is_some_and(|c| queued.is_some_and(|n| n >= c)) {
+            // A busy stream: bigger pipes, fewer wake-ups (see crate::pipes).
+            grown = true;
+            pipes::grow(pipe);
+            pipes::grow(input);
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if splicing && let Some(n) = queued.filter(|n| *n > 0 && splice::worth_splicing(*n, true)) {
+            match splice::splice(input, pipe, n, true) {
+                Step::Moved(moved) => {
+                    fed.fetch_add(moved as u64, Ordering::Relaxed);
+                    continue;
+                }
+                Step::End | Step::ReaderGone => return Ok(()),
+                // The caller's stdin is non-blocking, which makes the splice so too: the
+                // command's pipe is full.
+                Step::WouldBlock => {
+                    wait_writable(pipe);
+                    continue;
+                }
+                // An input that refuses splice: read/write takes over.
+                Step::Refused(_) => splicing = false,
+            }
+        }
+        let want = queued.unwrap_or(BUFFER_SIZE).clamp(1, BUFFER_SIZE);
+        if buffer.len() < want {
+            buffer.resize(want, 0);
+        }
+        match nix::unistd::read(input, &mut buffer[..want]) {
             Ok(0) => return Ok(()),
             Ok(n) => {
                 if write_all(pipe, &buffer[..n], fed).is_err() {
                     return Ok(());
                 }
             }
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => wait_readable(input),
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
             Err(error) => return Err(error.into()),
         }
     }
+}
+
+fn wait_writable(pipe: &OwnedFd) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLOUT)];
+    let _ = poll(&mut fds, PollTimeout::NONE);
 }
 
 /// saferun's caller may have left its stdin non-blocking (Node.js does): "nothing yet"
@@ -182,42 +228,6 @@ fn wait_readable(input: &OwnedFd) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut fds = [PollFd::new(input.as_fd(), PollFlags::POLLIN)];
     let _ = poll(&mut fds, PollTimeout::NONE);
-}
-
-/// The zero-copy path: pages move from saferun's stdin into the command's pipe with
-/// `splice(2)`. `true` when the feed is over (end of input, or the command stopped
-/// reading); `false` to fall back to read/write (an input that refuses splice), having
-/// moved nothing more.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn splice_all(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> bool {
-    use nix::fcntl::{SpliceFFlags, splice};
-    let capacity = crate::pipes::capacity(pipe).unwrap_or(64 * 1024);
-    let mut grown = false;
-    loop {
-        match splice(
-            input,
-            None,
-            pipe,
-            None,
-            1 << 20,
-            SpliceFFlags::SPLICE_F_MOVE,
-        ) {
-            Ok(0) => return true,
-            Ok(n) => {
-                fed.fetch_add(n as u64, Ordering::Relaxed);
-                if !grown && n >= capacity {
-                    // A busy stream: bigger pipes, fewer wake-ups (see crate::pipes).
-                    grown = true;
-                    crate::pipes::grow(pipe);
-                    crate::pipes::grow(input);
-                }
-            }
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => wait_readable(input),
-            Err(Errno::EPIPE) => return true,
-            Err(_) => return false,
-        }
-    }
 }
 
 /// Writes everything, or stops quietly when the command stopped reading (EPIPE).

@@ -172,6 +172,25 @@ pub fn reap_exited_orphans(command: Pid) {
     let _ = command;
 }
 
+/// Whether saferun has any child at all (one system call; before the command starts,
+/// any child is one the process that exec'd saferun left behind).
+pub fn has_children() -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        use nix::sys::wait::{Id, waitid};
+        let peek = WaitPidFlag::WEXITED
+            | WaitPidFlag::WSTOPPED
+            | WaitPidFlag::WCONTINUED
+            | WaitPidFlag::WNOHANG
+            | WaitPidFlag::WNOWAIT;
+        waitid(Id::All, peek) != Err(Errno::ECHILD)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        true
+    }
+}
+
 /// Reaps every exited child (orphans re-parented to saferun) and says whether a live
 /// one remains. Call only after the command itself was reaped.
 pub fn reap_orphans() -> bool {

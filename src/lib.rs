@@ -26,6 +26,7 @@ pub mod run;
 pub mod signal;
 pub mod sink;
 pub mod spawn;
+pub mod splice;
 pub mod units;
 
 pub use config::Config;

@@ -15,13 +15,13 @@ use std::os::fd::{BorrowedFd, IntoRawFd};
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
 use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::stat::Mode;
-use saferun::config::ClosedAtStart;
+use saferun::config::Inherited;
 use saferun::{Exit, group};
 
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
-    let closed = prepare_process();
+    let inherited = prepare_process();
     // std fills `args_os` only on some C libraries (glibc, Apple's) when it does not run
     // `main` itself: take the arguments from the C runtime, as given.
     let args = (0..usize::try_from(argc).unwrap_or(0))
@@ -32,12 +32,12 @@ extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
             <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(arg.to_bytes()).to_owned()
         })
         .collect();
-    start(args, closed)
+    start(args, inherited)
 }
 
 #[cfg_attr(test, allow(dead_code))]
-fn start(args: Vec<OsString>, closed: ClosedAtStart) -> ! {
-    let config = match cli::parse(args, closed) {
+fn start(args: Vec<OsString>, inherited: Inherited) -> ! {
+    let config = match cli::parse(args, inherited) {
         Ok(config) => config,
         Err(exit) => std::process::exit(exit),
     };
@@ -47,10 +47,10 @@ fn start(args: Vec<OsString>, closed: ClosedAtStart) -> ! {
     }
 }
 
-/// What std's runtime would have done and saferun relies on. Returns which standard
-/// streams were closed.
+/// What std's runtime would have done and saferun relies on. Returns what the command
+/// must inherit of it: which standard streams were closed, and SIGPIPE ignored.
 #[cfg_attr(test, allow(dead_code))]
-fn prepare_process() -> ClosedAtStart {
+fn prepare_process() -> Inherited {
     // A closed 0, 1 or 2 would be taken by the first pipe saferun opens, and its own
     // messages would go into the command's stdin. Fill the gap with /dev/null, and
     // remember it: the command gets that stream closed, as without saferun.
@@ -68,7 +68,7 @@ fn prepare_process() -> ClosedAtStart {
     }
     // A reader that goes away must show as EPIPE on the write, not kill saferun.
     // SAFETY: SIG_IGN installs no handler code.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    let before = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
     // One malloc arena, not one per thread: saferun's threads allocate almost nothing,
     // and each new arena costs a 64 MiB reservation and its page faults at start-up.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -76,9 +76,10 @@ fn prepare_process() -> ClosedAtStart {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    ClosedAtStart {
-        stdin: closed[0],
-        stdout: closed[1],
-        stderr: closed[2],
+    Inherited {
+        stdin_closed: closed[0],
+        stdout_closed: closed[1],
+        stderr_closed: closed[2],
+        sigpipe_ignored: matches!(before, Ok(SigHandler::SigIgn)),
     }
 }

@@ -28,8 +28,6 @@ pub struct Ending {
     /// Whether KILL was sent to the command.
     pub killed: bool,
     pub preserve_status: bool,
-    /// saferun was cancelled by this signal (INT, TERM, HUP), even during a timeout.
-    pub cancelled: Option<Signal>,
     /// Something outlived the command and `--leftovers=fail` asked for a failure.
     pub fail_for_leftovers: bool,
 }
@@ -52,20 +50,13 @@ impl Exit {
     }
 }
 
-/// The exit-status table of the contract.
+/// The exit-status table of the contract. Once a limit fired, the status says so (124,
+/// or 137 if KILL was needed), whatever came after, as GNU `timeout` does; otherwise
+/// saferun ends the way the command did: its exit code, or death by the signal it died
+/// of (a forwarded TERM that had to be followed by KILL is a death by KILL).
 pub fn exit_for(ending: Ending) -> Exit {
     let by_signal = |signal: i32| 128u8.saturating_add(u8::try_from(signal).unwrap_or(127));
     let kill = Signal::SIGKILL as i32;
-    if let Some(received) = ending.cancelled
-        && ending.reason != Some(Reason::Failed)
-    {
-        // The caller cancelled saferun with a signal: it dies of that signal, whatever
-        // finished the command off, unless the command exited with a code of its own.
-        return match ending.child {
-            Some(ChildEnd::Exited(code)) => Exit::Code(code as u8),
-            _ => Exit::Raise(received as i32),
-        };
-    }
     match (ending.reason, ending.child) {
         (Some(Reason::Failed), _) => Exit::Code(SAFERUN_FAILED),
         (Some(reason), child) if reason.is_limit() => match child {
@@ -78,8 +69,6 @@ pub fn exit_for(ending: Ending) -> Exit {
             Some(ChildEnd::Exited(code)) => Exit::Code(code as u8),
             Some(ChildEnd::Signaled { signal, .. }) => Exit::Code(by_signal(signal)),
         },
-        (Some(Reason::Cancelled(_)), Some(ChildEnd::Exited(code))) => Exit::Code(code as u8),
-        (Some(Reason::Cancelled(received)), _) => Exit::Raise(received as i32),
         (_, Some(ChildEnd::Exited(0))) if ending.fail_for_leftovers => Exit::Code(LEFTOVERS_STATUS),
         (_, Some(ChildEnd::Exited(code))) => Exit::Code(code as u8),
         (_, Some(ChildEnd::Signaled { signal, .. })) => Exit::Raise(signal),
@@ -105,10 +94,6 @@ mod tests {
             reason,
             killed,
             preserve_status: false,
-            cancelled: match reason {
-                Some(Reason::Cancelled(signal)) => Some(signal),
-                _ => None,
-            },
             fail_for_leftovers: false,
         }
     }
@@ -152,13 +137,15 @@ mod tests {
                 ending(code(1), Some(Reason::Failed), false),
                 Exit::Code(125),
             ),
+            // Cancelled: death by the signal the command died of.
             (
                 ending(sig(TERM), Some(Reason::Cancelled(int)), false),
-                Exit::Raise(int as i32),
+                Exit::Raise(TERM),
             ),
+            // A forwarded INT that had to be followed by KILL: death by KILL.
             (
                 ending(sig(kill), Some(Reason::Cancelled(int)), true),
-                Exit::Raise(int as i32),
+                Exit::Raise(kill),
             ),
             (
                 ending(code(4), Some(Reason::Cancelled(int)), false),
@@ -185,13 +172,14 @@ mod tests {
     }
 
     #[test]
-    fn cancellation_during_a_timeout_wins() {
-        let int = Signal::SIGINT;
-        let during = Ending {
-            cancelled: Some(int),
-            ..ending(sig(Signal::SIGKILL as i32), Some(Reason::Timeout), true)
-        };
-        assert_eq!(exit_for(during), Exit::Raise(int as i32));
+    fn a_cancellation_during_a_timeout_keeps_the_timeout_status() {
+        // The limit's reason stays; the cancellation only made KILL come at once.
+        let during = |child, killed| ending(child, Some(Reason::Timeout), killed);
+        assert_eq!(
+            exit_for(during(sig(Signal::SIGKILL as i32), true)),
+            Exit::Code(KILLED)
+        );
+        assert_eq!(exit_for(during(sig(TERM), false)), Exit::Code(TIMED_OUT));
         assert!(is_failure(Exit::Code(0), true));
         assert!(!is_failure(Exit::Code(0), false));
     }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
 
-use crate::config::{CapAction, ClosedAtStart, OutputConfig};
+use crate::config::{CapAction, Inherited, OutputConfig};
 use crate::event::{Event, Stream};
 use crate::report::Notices;
 use crate::sink::{Cap, CapStats, Destination, Fanout, Held, HeldOutput, Hold, Lines, Sink};
@@ -39,7 +39,7 @@ pub struct StreamSetup<'a> {
     pub stream: Stream,
     pub config: &'a OutputConfig,
     /// saferun's own streams that were closed at start: nothing passes through to them.
-    pub closed: &'a ClosedAtStart,
+    pub inherited: &'a Inherited,
     pub pid: i32,
     pub command: &'a str,
     pub start: Instant,
@@ -69,8 +69,8 @@ impl OpenFiles {
         }
         let mut held = None;
         let own_closed = match setup.stream {
-            Stream::Stdout => setup.closed.stdout,
-            Stream::Stderr => setup.closed.stderr,
+            Stream::Stdout => setup.inherited.stdout_closed,
+            Stream::Stderr => setup.inherited.stderr_closed,
         };
         if to_file && config.tee && own_closed {
             setup.notices.say(&format!(
@@ -85,7 +85,18 @@ impl OpenFiles {
                 sinks.push(Box::new(Hold::new(output)));
             } else {
                 let own = own_stream(setup.stream)?;
-                sinks.push(Box::new(Destination::own_stream(own, setup.stream)));
+                // saferun's notices go to its stderr: that stream, or stdout when it is
+                // the same file (a terminal, `2>&1`), must tell how its last line ended.
+                let shares_notices = match setup.stream {
+                    Stream::Stderr => true,
+                    Stream::Stdout => own_streams_are_one_file(),
+                };
+                let line_end = shares_notices.then(|| setup.notices.line_end());
+                sinks.push(Box::new(Destination::own_stream(
+                    own,
+                    setup.stream,
+                    line_end,
+                )));
             }
         }
         let mut sink: Box<dyn Sink> = if sinks.len() == 1 {
@@ -119,6 +130,15 @@ impl OpenFiles {
         }
         Ok(Built { sink, cap, held })
     }
+}
+
+/// Whether saferun's stdout and stderr are the same file.
+fn own_streams_are_one_file() -> bool {
+    let id = |fd: std::os::fd::BorrowedFd<'_>| {
+        nix::sys::stat::fstat(fd).map(|s| (s.st_dev, s.st_ino)).ok()
+    };
+    let out = id(std::io::stdout().as_fd());
+    out.is_some() && out == id(std::io::stderr().as_fd())
 }
 
 /// A duplicate of saferun's own stdout or stderr (or /dev/null if it is closed).

@@ -199,6 +199,8 @@ impl Policy {
     /// signal, nothing would ever end the wait.
     pub fn waiting_for_tree(&self) -> bool {
         let kill_scheduled = match self.stopping {
+            // Under --foreground a stop is the command's alone.
+            Some(_) if self.mode.share_group => false,
             Some(stopping) => stopping.kill_at.is_some(),
             None => self.leftovers_signalled && self.limits.kill_after.is_some(),
         };
@@ -437,6 +439,10 @@ impl Policy {
             return None;
         }
         if let Some(stopping) = self.stopping {
+            if self.mode.share_group && self.exited_at.is_some() {
+                // Under --foreground KILL is for the command alone, and it is gone.
+                return None;
+            }
             // Due at the hard end at the latest: a stop that began late (every stage
             // fell due at once) still ends with KILL, never with the tree running.
             return match (stopping.kill_at, self.hard_end) {

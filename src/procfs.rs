@@ -24,15 +24,50 @@ pub struct Proc {
 /// below it, so its descendants are all of them, found by following
 /// `/proc/PID/task/TID/children` down from `root`: work in proportion to the tree, not
 /// to the machine. Otherwise, or without those files, every process on the machine.
-pub fn table(root: i32, subreaper: bool) -> Vec<Proc> {
-    if subreaper && let Some(family) = family(root) {
+/// `skip` are children of `root` that are not the run's (they were there before it
+/// started); they and theirs are left out.
+pub fn table(root: i32, subreaper: bool, skip: &[i32]) -> Vec<Proc> {
+    if !ours() {
+        return Vec::new();
+    }
+    if subreaper && let Some(family) = family(root, skip) {
         return family;
     }
-    all()
+    let mut all = all();
+    all.retain(|p| !skip.contains(&p.pid));
+    all
 }
 
-/// Every process below `root`, or `None` if the kernel has no `children` files.
-fn family(root: i32) -> Option<Vec<Proc>> {
+/// Whether /proc shows this process's own view: in a new PID namespace with the parent's
+/// /proc still mounted, every pid there is somebody else's, and nothing may be read as
+/// saferun's.
+fn ours() -> bool {
+    fs::read_link("/proc/self")
+        .ok()
+        .and_then(|target| target.to_str()?.parse::<u32>().ok())
+        == Some(std::process::id())
+}
+
+/// The children saferun already had when it started (the process that exec'd saferun
+/// may have left some): not the run's.
+pub fn own_children() -> Vec<i32> {
+    if !ours() {
+        return Vec::new();
+    }
+    let me = std::process::id();
+    let mut buffer = vec![0u8; 16 * 1024];
+    read_at_once(
+        Path::new(&format!("/proc/{me}/task/{me}/children")),
+        &mut buffer,
+    )
+    .split(u8::is_ascii_whitespace)
+    .filter_map(|word| std::str::from_utf8(word).ok()?.parse().ok())
+    .collect()
+}
+
+/// Every process below `root` but `skip` and theirs, or `None` if the kernel has no
+/// `children` files.
+fn family(root: i32, skip: &[i32]) -> Option<Vec<Proc>> {
     if !Path::new(&format!("/proc/{root}/task/{root}/children")).exists() {
         return None;
     }
@@ -48,7 +83,8 @@ fn family(root: i32) -> Option<Vec<Proc>> {
         let mut parents = vec![root];
         while let Some(parent) = parents.pop() {
             for pid in children(parent, &mut buffer) {
-                if seen.insert(pid)
+                if !skip.contains(&pid)
+                    && seen.insert(pid)
                     && let Some(proc) = read_stat(pid)
                 {
                     parents.push(pid);
@@ -108,6 +144,9 @@ fn all() -> Vec<Proc> {
 
 /// One process with its command line, if it still exists.
 pub fn read(pid: i32) -> Option<Proc> {
+    if !ours() {
+        return None;
+    }
     let mut proc = read_stat(pid)?;
     if let Some(command) = command_line(pid) {
         proc.command = command;
@@ -335,6 +374,9 @@ fn syscall_fd_target(_pid: i32, _syscall: &str) -> Option<String> {
 
 /// Processes (other than saferun) holding the write end of the pipe with this inode.
 pub fn pipe_writers(inode: u64) -> Vec<Proc> {
+    if !ours() {
+        return Vec::new();
+    }
     let wanted = format!("pipe:[{inode}]");
     let me = std::process::id() as i32;
     let mut holders = Vec::new();
@@ -389,7 +431,7 @@ mod tests {
         let grandchild: i32 = line.trim().parse().unwrap();
         let me = std::process::id() as i32;
         let shell = child.id() as i32;
-        let table = table(me, true);
+        let table = table(me, true, &[]);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(grandchild),
             nix::sys::signal::Signal::SIGKILL,

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::event::{ChildEnd, Stream};
 use crate::policy::Reason;
 use crate::signal::describe;
+use crate::sink::LineEnd;
 
 /// Version of the JSON layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -27,6 +28,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct Notices {
     pub verbose: bool,
     writer: Arc<OnceLock<Sender<Job>>>,
+    /// How the last line on saferun's stderr ended: a notice after a partial line starts
+    /// with a newline.
+    line_end: Arc<LineEnd>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -36,7 +40,13 @@ impl Notices {
         Notices {
             verbose,
             writer: Arc::new(OnceLock::new()),
+            line_end: Arc::new(LineEnd::default()),
         }
+    }
+
+    /// What a destination that shares saferun's stderr reports its last byte to.
+    pub fn line_end(&self) -> Arc<LineEnd> {
+        self.line_end.clone()
     }
 
     /// A line that is always printed.
@@ -52,11 +62,17 @@ impl Notices {
         }
     }
 
-    /// Bytes for saferun's stderr, as they are.
-    pub fn raw(&self, bytes: Vec<u8>) {
+    /// Bytes for saferun's stderr, as they are, on a line of their own.
+    pub fn raw(&self, mut bytes: Vec<u8>) {
+        let line_end = self.line_end.clone();
         self.run(move || {
-            if let Ok(mut stderr) = crate::output::own_stream(Stream::Stderr) {
-                let _ = crate::sink::write_all_waiting(&mut stderr, &bytes);
+            if line_end.mid_line() {
+                bytes.insert(0, b'\n');
+            }
+            if let Ok(mut stderr) = crate::output::own_stream(Stream::Stderr)
+                && crate::sink::write_all_waiting(&mut stderr, &bytes).is_ok()
+            {
+                line_end.note(&bytes);
             }
         });
     }

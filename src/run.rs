@@ -221,7 +221,7 @@ fn run_with(
     notices: &Notices,
     record: &mut Record,
 ) -> Result<(Exit, Option<Instant>)> {
-    let stdin = feed::plan(&config.stdin, files.stdin, config.closed.stdin)?;
+    let stdin = feed::plan(&config.stdin, files.stdin, config.inherited.stdin_closed)?;
     let mut files = output::OpenFiles::new(files.stdout, files.stderr);
 
     let start = Instant::now();
@@ -237,6 +237,11 @@ fn run_with(
     let cont_watch = forward::ContWatch::default();
     let handlers = forward::install(&cont_watch).context("cannot install signal handlers")?;
     let subreaper = group::become_subreaper();
+    let not_ours = if group::has_children() {
+        procfs::own_children()
+    } else {
+        Vec::new()
+    };
     let terminal = if config.share_group {
         None
     } else {
@@ -244,11 +249,11 @@ fn run_with(
     };
     // A stream whose destination is saferun's own, closed, stream is closed for the
     // command too; under --merge stderr follows stdout.
-    let stdout_closed = config.closed.stdout && config.output.stdout_file.is_none();
+    let stdout_closed = config.inherited.stdout_closed && config.output.stdout_file.is_none();
     let stderr_closed = if config.output.merge {
         stdout_closed
     } else {
-        config.closed.stderr && config.output.stderr_file.is_none()
+        config.inherited.stderr_closed && config.output.stderr_file.is_none()
     };
     let (out_reader, out_writer) = if stdout_closed {
         (None, None)
@@ -287,6 +292,7 @@ fn run_with(
             .map(|t| t.ignored_here().to_vec())
             .unwrap_or_default(),
         env,
+        sigpipe_ignored: config.inherited.sigpipe_ignored,
     };
     let pid = match spawn::spawn(&config.argv, wiring, setup) {
         Ok(pid) => pid,
@@ -342,7 +348,7 @@ fn run_with(
             let built = files.build(StreamSetup {
                 stream,
                 config: &config.output,
-                closed: &config.closed,
+                inherited: &config.inherited,
                 pid: pid.as_raw(),
                 command: &command_word,
                 start,
@@ -395,6 +401,7 @@ fn run_with(
         group,
         terminal,
         subreaper,
+        not_ours,
         start,
         streams,
         stop: Some(stop_tx),
@@ -446,6 +453,9 @@ struct Runner<'a> {
     group: Group,
     terminal: Option<Terminal>,
     subreaper: bool,
+    /// saferun's children from before the run (the process that exec'd saferun may
+    /// have left some): never counted, signalled or named as the command's.
+    not_ours: Vec<i32>,
     start: Instant,
     streams: Vec<OpenStream>,
     /// Dropping it tells the drains to stop.
@@ -531,7 +541,7 @@ impl Runner<'_> {
     /// read the command lines of those they keep ([`procfs::with_command`]).
     fn live_tree(&self) -> Vec<procfs::Proc> {
         let me = std::process::id() as i32;
-        let table = procfs::table(me, self.subreaper);
+        let table = procfs::table(me, self.subreaper, &self.not_ours);
         procfs::below(me, self.group.pgid().map(Pid::as_raw), &table)
             .into_iter()
             .filter(|p| p.pid != self.group.pid().as_raw() && p.state != 'Z')
@@ -711,7 +721,11 @@ impl Runner<'_> {
             // Nobody would read the tree: do not delay the signal for it.
             return;
         }
-        let tree = diagnose::tree(self.group.pgid().map(Pid::as_raw), self.subreaper);
+        let tree = diagnose::tree(
+            self.group.pgid().map(Pid::as_raw),
+            self.subreaper,
+            &self.not_ours,
+        );
         if self.notices.verbose && !tree.is_empty() {
             let mut text = String::from("saferun: process tree at the timeout:\n");
             for line in diagnose::render_tree(&tree) {
@@ -744,6 +758,8 @@ impl Runner<'_> {
     /// Signals the command's group at once, then every descendant that left it (found
     /// by one scan of the process table); then, unless the signal is KILL or CONT,
     /// continues them all so that a stopped process can act on it.
+    /// Under `--foreground` a stop (a limit, a forwarded signal) reaches the command
+    /// alone, as with GNU `timeout`; what outlives it is the leftovers policy's.
     fn signal_tree(&mut self, signal: Signal, why: &'static str) {
         let and_continue = signal != Signal::SIGKILL && signal != Signal::SIGCONT;
         if self.group.signal(signal) {
@@ -751,6 +767,10 @@ impl Runner<'_> {
         }
         if and_continue && self.group.signal(Signal::SIGCONT) {
             self.log_signal(Signal::SIGCONT, why);
+        }
+        let stopping_the_command = self.policy.stopping().is_some();
+        if self.config.share_group && stopping_the_command {
+            return;
         }
         for escapee in self.escapees() {
             if !group::signal_pid(Pid::from_raw(escapee.pid), signal) {
@@ -860,8 +880,8 @@ impl Runner<'_> {
                 break;
             }
         }
-        let kill_leftovers =
-            self.config.leftovers == Leftovers::Kill || self.policy.stopping().is_some();
+        let kill_leftovers = self.config.leftovers == Leftovers::Kill
+            || (self.policy.stopping().is_some() && !self.config.share_group);
         if exited {
             if kill_leftovers && self.group.pgid().is_some() {
                 // Before the reap: while the command is unreaped its group id cannot
@@ -884,7 +904,6 @@ impl Runner<'_> {
             reason: self.record.reason,
             killed: self.policy.killed(),
             preserve_status: self.limits.preserve_status,
-            cancelled: self.policy.cancelled(),
             fail_for_leftovers: self.config.leftovers == Leftovers::Fail
                 && (!self.record.leftovers.is_empty() || !self.record.pipe_holders.is_empty()),
         };

@@ -14,11 +14,12 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::Sender;
+use nix::sys::stat::SFlag;
 
 use crate::config::Timestamps;
 use crate::event::{Event, Stream};
@@ -66,12 +67,49 @@ pub struct PlainTarget {
     pub fd: OwnedFd,
     what: String,
     reader_may_leave: bool,
+    kind: Option<SFlag>,
+    line_end: Option<Arc<LineEnd>>,
 }
 
 impl PlainTarget {
     /// What a failed `splice` or `tee` into this target means, as a write to it would.
     pub fn failure(&self, error: io::Error) -> SinkError {
         failure(&self.what, self.reader_may_leave, error)
+    }
+
+    pub fn is_pipe(&self) -> bool {
+        self.kind == Some(SFlag::S_IFIFO)
+    }
+
+    /// Whether `splice(2)` into it will be accepted: a pipe, or a regular file not
+    /// opened for appending.
+    pub fn takes_splice(&self) -> bool {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let appending = fcntl(&self.fd, FcntlArg::F_GETFL)
+            .is_ok_and(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_APPEND));
+        match self.kind {
+            Some(SFlag::S_IFIFO) => true,
+            Some(SFlag::S_IFREG) => !appending,
+            _ => false,
+        }
+    }
+
+    /// Notes that bytes went into it unseen (see [`LineEnd`]).
+    pub fn unseen(&self) {
+        if let Some(line_end) = &self.line_end {
+            line_end.unseen();
+        }
+    }
+
+    /// Another handle on the same destination.
+    pub fn duplicate(&self) -> Option<PlainTarget> {
+        Some(PlainTarget {
+            fd: self.fd.try_clone().ok()?,
+            what: self.what.clone(),
+            reader_may_leave: self.reader_may_leave,
+            kind: self.kind,
+            line_end: self.line_end.clone(),
+        })
     }
 }
 
@@ -86,6 +124,39 @@ fn failure(what: &str, reader_may_leave: bool, error: io::Error) -> SinkError {
     }
 }
 
+/// Whether the last byte written to a stream that saferun's own notices share ended a
+/// line. A notice that follows a partial line (a progress bar, a prompt) starts with a
+/// newline of its own, so that `grep '^saferun:'` finds every notice.
+///
+/// Bytes spliced inside the kernel are never seen: after them the end is unknown, and a
+/// notice starts with a newline to be sure. Only a busy stream is spliced, so at worst a
+/// notice after a large burst of output follows an empty line.
+#[derive(Debug, Default)]
+pub struct LineEnd {
+    /// 0: at the start of a line; 1: in the middle of one; 2: unknown.
+    state: AtomicU8,
+}
+
+impl LineEnd {
+    /// Notes bytes just written.
+    pub fn note(&self, bytes: &[u8]) {
+        if let Some(last) = bytes.last() {
+            self.state
+                .store(u8::from(*last != b'\n'), Ordering::Relaxed);
+        }
+    }
+
+    /// Notes bytes written without being seen.
+    pub fn unseen(&self) {
+        self.state.store(2, Ordering::Relaxed);
+    }
+
+    /// Whether the next line must begin with a newline.
+    pub fn mid_line(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != 0
+    }
+}
+
 /// A file or one of saferun's own streams, written with plain `write(2)` calls (no
 /// buffering, so output appears as soon as the command wrote it).
 pub struct Destination {
@@ -93,24 +164,49 @@ pub struct Destination {
     what: String,
     /// EPIPE means "the reader went away" (saferun's own stdout/stderr), not a failure.
     reader_may_leave: bool,
+    /// Where saferun's notices go too: how the last line written ended.
+    line_end: Option<Arc<LineEnd>>,
+    /// A pipe's capacity, until it has been grown (see [`Destination::make_room`]).
+    pipe_to_grow: Option<usize>,
 }
 
 impl Destination {
-    /// saferun's own stdout or stderr (`out` is a duplicate of it).
-    pub fn own_stream(out: File, stream: Stream) -> Destination {
+    /// saferun's own stdout or stderr (`out` is a duplicate of it). `line_end` when
+    /// saferun's notices share it.
+    pub fn own_stream(out: File, stream: Stream, line_end: Option<Arc<LineEnd>>) -> Destination {
         Destination {
+            pipe_to_grow: crate::pipes::capacity(&out),
             out,
             what: format!("saferun's {}", stream.name()),
             reader_may_leave: true,
+            line_end,
         }
     }
 
     /// A file named with `-o`/`-e`; `what` names it in errors.
     pub fn file(out: File, what: String) -> Destination {
         Destination {
+            pipe_to_grow: crate::pipes::capacity(&out),
             out,
             what,
             reader_may_leave: false,
+            line_end: None,
+        }
+    }
+
+    /// A pipe that is getting full is grown first (once). A parent that reads only
+    /// after saferun ended must get everything a plain pipe would have held, and the
+    /// pipe holds less through saferun: shaped output (prefixes, timestamps) is larger
+    /// than what the command wrote, and writes merge into a page only when they fit
+    /// whole, so chunks of another size than the command's leave pages part empty.
+    fn make_room(&mut self, bytes: usize) {
+        let Some(capacity) = self.pipe_to_grow else {
+            return;
+        };
+        let queued = crate::pipes::queued(&self.out).unwrap_or(0);
+        if queued + bytes > capacity / 2 {
+            crate::pipes::grow(&self.out);
+            self.pipe_to_grow = None;
         }
     }
 }
@@ -136,29 +232,30 @@ pub fn write_all_waiting(out: &mut File, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-impl Destination {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        write_all_waiting(&mut self.out, bytes)
-    }
-}
-
 impl Sink for Destination {
     fn plain_targets(&self) -> Vec<PlainTarget> {
         self.out
             .as_fd()
             .try_clone_to_owned()
             .map(|fd| PlainTarget {
+                kind: crate::pipes::file_type(&fd),
                 fd,
                 what: self.what.clone(),
                 reader_may_leave: self.reader_may_leave,
+                line_end: self.line_end.clone(),
             })
             .into_iter()
             .collect()
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.write_all(bytes)
-            .map_err(|error| failure(&self.what, self.reader_may_leave, error))
+        self.make_room(bytes.len());
+        write_all_waiting(&mut self.out, bytes)
+            .map_err(|error| failure(&self.what, self.reader_may_leave, error))?;
+        if let Some(line_end) = &self.line_end {
+            line_end.note(bytes);
+        }
+        Ok(())
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Setup {
     pub to_default: Vec<Signal>,
     /// Environment additions (`SAFERUN_DEADLINE`).
     pub env: Vec<(OsString, OsString)>,
+    /// saferun's caller ignored SIGPIPE: so does the command (otherwise it starts at
+    /// the default, whatever saferun does with it for itself).
+    pub sigpipe_ignored: bool,
 }
 
 /// Why the command could not be started, with the status the contract gives it.
@@ -160,6 +163,7 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
     let terminal = setup.terminal.as_ref().map(AsRawFd::as_raw_fd);
     let to_default = setup.to_default;
     let own_group = setup.own_group;
+    let sigpipe_ignored = setup.sigpipe_ignored;
     let parent = Pid::this();
     let failed_with = AtomicI32::new(0);
     let failure = &failed_with;
@@ -201,13 +205,15 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
                 libc::signal(signal as i32, libc::SIG_DFL);
             }
             // saferun's handlers must not run here (this memory is saferun's), and the
-            // command starts with SIGPIPE at its default, whatever saferun does with it.
+            // command starts with SIGPIPE as saferun's caller had it.
             for &signal in crate::forward::FORWARDED {
                 if !crate::forward::ignored(signal) {
                     libc::signal(signal as i32, libc::SIG_DFL);
                 }
             }
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if !sigpipe_ignored {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
             // If saferun is killed with KILL, the command gets KILL too.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != parent.as_raw() {
@@ -284,6 +290,11 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
     }
     let terminal = setup.terminal;
     let to_default = setup.to_default;
+    let pipe = if setup.sigpipe_ignored {
+        SigHandler::SigIgn
+    } else {
+        SigHandler::SigDfl
+    };
     // SAFETY: the hook runs in the forked child before exec and only makes
     // async-signal-safe system calls (tcsetpgrp, sigaction); it allocates nothing.
     unsafe {
@@ -294,6 +305,7 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
             for &signal in &to_default {
                 let _ = nix::sys::signal::signal(signal, SigHandler::SigDfl);
             }
+            let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, pipe);
             Ok(())
         });
     }

@@ -29,6 +29,8 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
     let mut rest = trimmed;
     let mut total = 0f64;
     let mut parts = 0;
+    // A value too small for a double (`1e-10000`) reads as 0.0 but is not "no limit".
+    let mut tiny = false;
     while !rest.is_empty() {
         let (number, after_number) =
             split_number(rest).ok_or_else(|| format!("'{rest}' does not start with a number"))?;
@@ -49,14 +51,18 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
         let value: f64 = number
             .parse()
             .map_err(|_| format!("'{number}' is not a number"))?;
-        if value.is_nan() || value < 0.0 {
-            return Err(format!("'{number}' is not a non-negative number"));
+        let mantissa = number.split(['e', 'E']).next().unwrap_or(number);
+        let nonzero = mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b))
+            || number.to_ascii_lowercase().contains("inf");
+        if value.is_nan() || (number.starts_with('-') && nonzero) {
+            return Err(format!("'{number}' is negative: a duration cannot be"));
         }
-        total += value * seconds_per_unit;
+        tiny |= nonzero;
+        total += value.abs() * seconds_per_unit;
         parts += 1;
         rest = after_unit;
     }
-    if total == 0.0 {
+    if total == 0.0 && !tiny {
         return Ok(None);
     }
     if !total.is_finite() || total >= PRACTICALLY_NEVER.as_secs_f64() {
@@ -79,7 +85,7 @@ fn split_number(text: &str) -> Option<(&str, &str)> {
     }
     let bytes = text.as_bytes();
     let mut end = 0;
-    if matches!(bytes.first(), Some(b'+')) {
+    if matches!(bytes.first(), Some(b'+' | b'-')) {
         end = 1;
     }
     let digits_start = end;
@@ -167,6 +173,10 @@ mod tests {
             ("1e300", Some(PRACTICALLY_NEVER)),
             ("99999999999d", Some(PRACTICALLY_NEVER)),
             ("1e-12", Some(Duration::from_nanos(1))),
+            // Below the smallest double, still a limit (GNU: rounded up to 1 ns).
+            ("1e-10000", Some(Duration::from_nanos(1))),
+            ("-0", None),
+            ("-0.0", None),
         ];
         for (text, want) in table {
             assert_eq!(parse_duration(text).as_ref(), Ok(want), "{text}");
@@ -176,7 +186,20 @@ mod tests {
     #[test]
     fn durations_refused() {
         for text in [
-            "", "5M", "3y", "5x", "-1", "abc", "1m30", "nan", "5 s s", "1..2", "e5", "s",
+            "",
+            "5M",
+            "3y",
+            "5x",
+            "-1",
+            "abc",
+            "1m30",
+            "nan",
+            "5 s s",
+            "1..2",
+            "e5",
+            "s",
+            "-1e-10000",
+            "-inf",
         ] {
             assert!(parse_duration(text).is_err(), "{text:?} should be refused");
         }

@@ -57,7 +57,7 @@ impl Drop for Tmux {
 fn ctrl_z_stops_the_command_and_pauses_the_timeout() {
     let Some(tmux) = Tmux::start() else {
         assert!(
-            std::env::var_os("SAFERUN_REQUIRE_TMUX").is_none(),
+            std::env::var_os("SAFERUN_REQUIRE_TOOLS").is_none(),
             "tmux is required here but could not start"
         );
         eprintln!("skipped: tmux is not available");

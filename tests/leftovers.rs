@@ -188,3 +188,44 @@ fn leftovers_whose_parents_exit_meanwhile_are_all_named() {
         .collect();
     assert!(missed.is_empty(), "not named: {missed:?}\n{out}");
 }
+
+#[test]
+fn children_saferun_had_before_the_run_are_not_the_commands() {
+    // A shell that leaves a background child and then execs saferun hands that child
+    // to saferun; it is not the command's, and no policy may touch or count it.
+    let dir = temp_dir();
+    let pid_file = dir.path().join("pid");
+    for flags in [
+        "--leftovers=fail -t 10 true",
+        "--kill-leftovers true",
+        "-t 0.3 sleep 10",
+    ] {
+        let script = format!(
+            "setsid sleep 30 >/dev/null 2>&1 & echo $! > {}; exec {} {flags}",
+            pid_file.display(),
+            util::BIN
+        );
+        let child = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = util::wait_bounded(child, Duration::from_secs(30)).expect("finished");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let pids = read_pids(&pid_file);
+        let survived = pids.iter().all(|p| alive(*p));
+        cleanup(&pids);
+        assert!(
+            survived,
+            "{flags}: the earlier child must be left alone\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("outlived"),
+            "{flags}: not a leftover\n{stderr}"
+        );
+        let want = if flags.starts_with("-t 0.3") { 124 } else { 0 };
+        assert_eq!(out.status.code(), Some(want), "{flags}\n{stderr}");
+    }
+}

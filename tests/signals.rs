@@ -54,7 +54,9 @@ fn escalation_after_a_forwarded_term() {
     wait_ready(&ready);
     running.signal(libc::SIGTERM);
     let out = running.wait();
-    out.assert_signal(libc::SIGTERM)
+    // The command died of the KILL that followed: so does saferun (the shell reads
+    // 137), as GNU timeout does.
+    out.assert_signal(libc::SIGKILL)
         .assert_faster_than(Duration::from_secs(5))
         .assert_stderr_contains("sending KILL");
 }
@@ -70,7 +72,8 @@ fn second_int_kills_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     running.signal(libc::SIGINT);
     let out = running.wait();
-    out.assert_signal(libc::SIGINT)
+    // Killed by the KILL the second INT sent: saferun dies of KILL too.
+    out.assert_signal(libc::SIGKILL)
         .assert_faster_than(Duration::from_secs(10));
 }
 
@@ -163,8 +166,7 @@ fn command_gets_default_dispositions() {
 
 #[test]
 fn command_is_the_terminals_foreground_group() {
-    if !has("script") {
-        eprintln!("skipped: `script` (util-linux) is not installed");
+    if !util::tool("script") {
         return;
     }
     // `script` gives the run a real pseudo-terminal. Inside it, the command's group must
@@ -189,8 +191,7 @@ fn command_is_the_terminals_foreground_group() {
 
 #[test]
 fn in_a_terminal_the_command_gets_ttin_ttou_as_the_caller_had_them() {
-    if !has("script") {
-        eprintln!("skipped: `script` (util-linux) is not installed");
+    if !util::tool("script") {
         return;
     }
     // saferun ignores TTIN and TTOU while it holds the terminal. The command gets them
@@ -214,26 +215,31 @@ fn in_a_terminal_the_command_gets_ttin_ttou_as_the_caller_had_them() {
     assert_ne!(ignoring & bit(libc::SIGTTOU), 0);
 }
 
-fn has(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
-fn cancelling_during_a_timeout_kills_at_once_and_dies_of_the_signal() {
+fn cancelling_during_a_timeout_kills_at_once_and_keeps_the_timeout_status() {
+    // The command notes the timeout's TERM and goes on; only then does INT come, so the
+    // test cannot pass with an INT that arrived before the timeout.
     let dir = temp_dir();
     let ready = dir.path().join("ready");
-    let script = format!("trap '' TERM; echo $$ > {}; sleep 100", ready.display());
+    let termed = dir.path().join("termed");
+    let script = format!(
+        "trap 'echo t > {}' TERM; echo $$ > {}; while :; do sleep 1; done",
+        termed.display(),
+        ready.display()
+    );
     let running = saferun(["-t", "0.3", "-k", "60", "sh", "-c", &script]).start();
     wait_ready(&ready);
-    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        util::eventually(Duration::from_secs(20), || termed.exists()),
+        "the timeout never fired"
+    );
     running.signal(libc::SIGINT);
+    // As GNU timeout: once the limit fired, the status says so (KILL was needed: 137).
     running
         .wait()
-        .assert_signal(libc::SIGINT)
-        .assert_faster_than(Duration::from_secs(10));
+        .assert_code(137)
+        .assert_stderr_contains("timed out")
+        .assert_faster_than(Duration::from_secs(30));
 }
 
 #[test]
@@ -300,4 +306,30 @@ fn term_while_waiting_to_open_a_fifo_ends_saferun() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = util::wait_bounded(child, Duration::from_secs(10)).expect("saferun did not end");
     assert_eq!(out.status.signal(), Some(libc::SIGTERM));
+}
+
+#[test]
+fn an_ignored_sigpipe_stays_ignored_for_the_command() {
+    // As after a plain exec: `yes` then gets EPIPE, says so and exits 1, instead of
+    // dying of SIGPIPE.
+    let status = |command: &str| {
+        let script =
+            format!("trap '' PIPE; {command} yes | head -c1 >/dev/null; echo ${{PIPESTATUS[0]}}");
+        let child = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = util::wait_bounded(child, Duration::from_secs(30)).expect("finished");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (direct, _) = status("");
+    let (through, stderr) = status(util::BIN);
+    assert_eq!(direct, "1");
+    assert_eq!(through, direct, "{stderr}");
+    assert!(stderr.contains("Broken pipe"), "{stderr}");
 }

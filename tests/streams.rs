@@ -249,3 +249,56 @@ fn a_closed_stdout_or_stderr_is_closed_for_the_command_too() {
     assert_ne!(direct, Some(0));
     assert_eq!(through, direct);
 }
+
+#[test]
+fn a_parent_that_reads_only_after_saferun_ended_gets_64_kib_of_small_writes() {
+    // A plain pipe holds 64 KiB of small writes: a parent may wait for the command
+    // before reading that much (seed 004). Through saferun, on every output option, it
+    // must not hang either: saferun must end with everything delivered into the pipe.
+    let lines = 4096; // 16 bytes each: 64 KiB exactly
+    let script =
+        format!("i=0; while [ $i -lt {lines} ]; do printf '%015d\\n' $i; i=$((i+1)); done");
+    let to_stderr = format!("{{ {script}; }} >&2");
+    let cases: &[(&[&str], &str, usize)] = &[
+        (&[], &script, 1),
+        (&["--merge"], &to_stderr, 1),
+        (&["-o", "/dev/stdout", "--tee"], &script, 2),
+        (&["--prefix", "[{stream}] "], &script, 1),
+        (&["--timestamps"], &script, 1),
+        (&["--max-output", "1M"], &script, 1),
+        (&[], &to_stderr, 1),
+        (&["-e", "/dev/stderr", "--tee"], &to_stderr, 2),
+    ];
+    for (flags, script, copies) in cases {
+        let mut command = std::process::Command::new(util::BIN);
+        command
+            .args(*flags)
+            .args(["sh", "-c", script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        // Nothing is read until saferun has ended.
+        let ended = util::eventually(Duration::from_secs(20), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !ended {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            ended,
+            "{flags:?} {script}: saferun hung with the parent not reading"
+        );
+        assert_eq!(out.status.code(), Some(0), "{flags:?}");
+        let written = if script.ends_with(">&2") && !flags.contains(&"--merge") {
+            &out.stderr
+        } else {
+            &out.stdout
+        };
+        let text = String::from_utf8_lossy(written);
+        assert_eq!(text.lines().count(), lines * copies, "{flags:?}");
+        let last = format!("{:015}", lines - 1);
+        assert!(text.trim_end().ends_with(&last), "{flags:?}");
+    }
+}

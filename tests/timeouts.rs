@@ -162,3 +162,66 @@ fn an_outer_deadline_already_past_still_signals_and_kills() {
     );
     assert_eq!(report["unkillable"], serde_json::json!([]), "{report:#}");
 }
+
+#[test]
+fn foreground_times_out_the_command_alone() {
+    // GNU timeout --foreground: "children of COMMAND will not be timed out". What
+    // outlives the command is then the leftovers policy's: named by default...
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let script = format!(
+        "sleep 30 >/dev/null 2>&1 & echo $! > {}; exec sleep 100",
+        pids.display()
+    );
+    let out = saferun(["-f", "-t", "0.5", "sh", "-c", &script]).run();
+    let child = read_pids(&pids);
+    let survived = child.iter().all(|p| alive(*p));
+    cleanup(&child);
+    out.assert_code(124)
+        .assert_stderr_contains("outlived the command")
+        .assert_faster_than(Duration::from_secs(5));
+    assert_eq!(child.len(), 1, "{out}");
+    assert!(survived, "the child must not be timed out\n{out}");
+
+    // ... and killed with --kill-leftovers.
+    let out = saferun(["-f", "-t", "0.5", "--kill-leftovers", "sh", "-c", &script]).run();
+    let child = read_pids(&pids);
+    let gone = eventually(Duration::from_secs(2), || child.iter().all(|p| !alive(*p)));
+    cleanup(&child);
+    out.assert_code(124);
+    assert!(gone, "--kill-leftovers stops it\n{out}");
+}
+
+#[test]
+fn in_a_new_pid_namespace_with_the_old_proc_nothing_else_is_taken_for_the_commands() {
+    // Without --mount-proc, /proc shows the parent namespace: its pids are not saferun's
+    // (saferun is pid 1 here), so nothing there may be counted, waited for or named.
+    if !util::can_unshare() {
+        return;
+    }
+    let child = std::process::Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            util::BIN,
+            "-t",
+            "0.3",
+            "-v",
+            "sleep",
+            "10",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = util::wait_bounded(child, Duration::from_secs(30)).expect("finished");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited for processes that are not its own: {:?}\n{stderr}",
+        started.elapsed()
+    );
+    assert!(!stderr.contains("KILL"), "{stderr}");
+}

@@ -354,3 +354,41 @@ pub fn cleanup(pids: &[i32]) {
         }
     }
 }
+
+/// Whether `program` is installed. Where every tool is required (`SAFERUN_REQUIRE_TOOLS`,
+/// set by CI), a missing one fails the test instead of skipping it.
+pub fn tool(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("SAFERUN_REQUIRE_TOOLS").is_none(),
+            "{program} is required here (SAFERUN_REQUIRE_TOOLS) but is not installed"
+        );
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
+}
+
+/// Whether this process may make new PID namespaces (root, with `unshare`). Required
+/// under `SAFERUN_REQUIRE_TOOLS`, as [`tool`].
+pub fn can_unshare() -> bool {
+    if !tool("unshare") {
+        return false;
+    }
+    let works = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        assert!(
+            std::env::var_os("SAFERUN_REQUIRE_TOOLS").is_none(),
+            "unshare --pid is required here (SAFERUN_REQUIRE_TOOLS) but fails"
+        );
+        eprintln!("skipped: unshare --pid needs privileges this run lacks");
+    }
+    works
+}
