@@ -2,11 +2,13 @@
 """saferun's benchmark: every figure side by side with its baseline, in one run.
 
 Throughput paths run A/B interleaved, every process pinned to one CPU (taskset -c 0),
-so the ratio measures CPU per byte. Prints one line per figure; `--markdown` prints the
-table used in docs/performance.md.
+so the ratio measures CPU per byte. The baseline is the fastest direct pipe (a C writer
+and reader with 1 MiB write/read calls, bench/loads.c), and the limit is a bare C splice
+relay with 256 KiB pipes: what any relay could reach here. Prints one line per figure.
 
     bench/run                 # build release, run everything
     SIZE_MIB=256 bench/run    # smaller volume, quicker
+    bench/run throughput quota small
 """
 
 import json
@@ -21,10 +23,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAFERUN = os.environ.get("SAFERUN", os.path.join(ROOT, "target", "release", "saferun"))
 SIZE_MIB = int(os.environ.get("SIZE_MIB", "1024"))
-ROUNDS = int(os.environ.get("ROUNDS", "5"))
+ROUNDS = int(os.environ.get("ROUNDS", "7"))
 PIN = ["taskset", "-c", "0"]
 ENV = dict(os.environ, LC_ALL="C")
 ENV.pop("SAFERUN_DEADLINE", None)
+LOADS = None  # the compiled bench/loads.c
 
 results = []
 
@@ -37,20 +40,26 @@ def sh(cmd, pin=True):
     return time.perf_counter() - start
 
 
-def ab(name, direct, wrapped, goal, size_bytes=None, rounds=ROUNDS):
-    """Interleaves A and B, reports B's throughput relative to A (1.0 = same speed)."""
-    a, b = [], []
+def ab(name, direct, wrapped, goal, size_bytes=None, rounds=ROUNDS, quiet=False):
+    """Interleaves A and B (order swapped every other round), and reports B's speed
+    relative to A's (1.0 = same speed): the median of the round-by-round ratios."""
+    a, b, ratios = [], [], []
     sh(direct)
     sh(wrapped)
-    for _ in range(rounds):
-        a.append(sh(direct))
-        b.append(sh(wrapped))
+    for i in range(rounds):
+        pair = [(direct, a), (wrapped, b)]
+        for cmd, times in pair if i % 2 == 0 else reversed(pair):
+            times.append(sh(cmd))
+        ratios.append(a[-1] / b[-1])
     ta, tb = statistics.median(a), statistics.median(b)
-    ratio = ta / tb
-    extra = ""
-    if size_bytes:
-        extra = f"  ({size_bytes / ta / 2**30:.2f} vs {size_bytes / tb / 2**30:.2f} GiB/s)"
-    record(name, f"{ratio:.2f}", goal, f"median {ta*1000:.0f} ms vs {tb*1000:.0f} ms{extra}")
+    ratio = statistics.median(ratios)
+    if not quiet:
+        extra = ""
+        if size_bytes:
+            extra = f"  ({size_bytes / ta / 2**30:.2f} vs {size_bytes / tb / 2**30:.2f} GiB/s)"
+        record(name, f"{ratio:.3f}", goal,
+               f"range {min(ratios):.2f}-{max(ratios):.2f}, median {ta*1000:.0f} ms vs "
+               f"{tb*1000:.0f} ms{extra}")
     return ratio
 
 
@@ -72,39 +81,124 @@ def report_of(args, stdin=None):
         return json.load(open(f.name))
 
 
+def build_loads(work):
+    global LOADS
+    LOADS = os.path.join(work, "loads")
+    subprocess.run(["cc", "-O2", "-o", LOADS, os.path.join(ROOT, "bench", "loads.c")],
+                   check=True)
+    os.chmod(work, 0o755)
+
+
 def throughput(work):
     size = SIZE_MIB * 2**20
-    half = size // 2
-    s = SAFERUN
-    produce = f"head -c {size} /dev/zero"
-    ab("stdout: saferun / direct pipe", f"{produce} | cat >/dev/null",
-       f"{s} -- {produce} | cat >/dev/null", ">= 0.95", size)
-    ab("stderr: saferun / direct pipe", f"{produce} | cat >/dev/null",
-       f"{s} -- sh -c '{produce} >&2' 2>&1 >/dev/null | cat >/dev/null", ">= 0.95", size)
-    ab("stdin: saferun / direct pipe", f"{produce} | cat >/dev/null",
-       f"{produce} | {s} -- sh -c 'cat >/dev/null'", ">= 0.95", size)
-    both = f"head -c {half} /dev/zero & head -c {half} /dev/zero >&2; wait"
-    ab("stdout+stderr at once: saferun / direct", f"sh -c '{both}' 2>&1 | cat >/dev/null",
-       f"{s} -- sh -c '{both}' 2>&1 | cat >/dev/null", ">= 0.95", size)
+    s, w, r = SAFERUN, f"{LOADS} write {size}", f"{LOADS} read {size}"
+    direct = f"{w} 1 | {r}"
+    relay = ab("(limit) bare splice relay / direct pipe", direct,
+               f"{w} 1 | {LOADS} relay | {r}", "-", size)
+    paths = [
+        ("stdout", f"{s} -- {w} 1 | {r}"),
+        ("stderr", f"{s} -- {w} 2 2>&1 >/dev/null | {r}"),
+        ("stdin", f"{w} 1 | {s} -- {r}"),
+        ("stdout+stderr", f"{{ {s} -- {w} 3 2>&3 | {LOADS} read {size // 2}; }} 3>&1 "
+                          f"| {LOADS} read {size // 2}"),
+    ]
+    for label, wrapped in paths:
+        base = direct
+        if label == "stdout+stderr":
+            base = (f"{{ {w} 3 2>&3 | {LOADS} read {size // 2}; }} 3>&1 "
+                    f"| {LOADS} read {size // 2}")
+        ratio = ab(f"{label}: saferun / direct pipe", base, wrapped, ">= 0.85", size)
+        record(f"{label}: (saferun / direct) / (relay / direct)", f"{ratio / relay:.3f}",
+               ">= 0.97", "")
     out = os.path.join(work, "out.bin")
-    ab("-o file: saferun / producer > file", f"{produce} >{out}",
-       f"{s} -o {out} -- {produce}", ">= 0.75", size)
-    ab("-e file: saferun / producer 2> file", f"{produce} >{out}",
-       f"{s} -e {out} -- sh -c '{produce} >&2'", ">= 0.75", size)
-    ab("(compare) -o file --tee: saferun / producer | tee file",
-       f"{produce} | tee {out} | cat >/dev/null",
-       f"{s} -o {out} --tee -- {produce} | cat >/dev/null", "-", size)
+    ab("-o file: saferun / producer > file (tmpfs)", f"{w} 1 >{out}",
+       f"{s} -o {out} -- {w} 1", ">= 0.75", size)
+    ab("-e file: saferun / producer 2> file (tmpfs)", f"{w} 2 2>{out}",
+       f"{s} -e {out} -- {w} 2", ">= 0.75", size)
+    ab("(peer) -o file --tee: saferun / producer | tee file",
+       f"{w} 1 | tee {out} | {r}", f"{s} -o {out} --tee -- {w} 1 | {r}", "-", size)
     os.unlink(out)
-    # Comparisons: other relays on the same path.
-    ab("(compare) cat as a relay / direct", f"{produce} | cat >/dev/null",
-       f"{produce} | cat | cat >/dev/null", "-", size)
+    # Peers: other relays on the same path, against the same direct pipe.
+    ab("(peer) cat as a relay / direct pipe", direct, f"{w} 1 | cat | {r}", "-", size)
     if shutil.which("pv"):
-        ab("(compare) pv as a relay / direct", f"{produce} | cat >/dev/null",
-           f"{produce} | pv -q | cat >/dev/null", "-", size)
-    py = ("import subprocess,sys; subprocess.run(['head','-c','%d','/dev/zero'],"
-          "capture_output=True)" % size)
-    ab("(compare) python subprocess.run(capture_output) / direct",
-       f"{produce} | cat >/dev/null", f"python3 -c \"{py}\"", "-", size, rounds=3)
+        ab("(peer) pv -q as a relay / direct pipe", direct, f"{w} 1 | pv -q | {r}", "-", size)
+    py = (f"import subprocess; subprocess.run(['{LOADS}','write','{size}','1'],"
+          "capture_output=True)")
+    ab("(peer) python subprocess.run(capture_output) / direct", direct,
+       f"python3 -c \"{py}\"", "-", size, rounds=3)
+
+
+def small(work):
+    """Small writes a parent has not read yet: how many 16-byte lines the command writes
+    before it blocks, when nobody reads the pipe saferun writes into, against the same
+    command on a plain pipe. Every output option."""
+    def held(argv_prefix):
+        counter = os.path.join(work, "count")
+        if os.path.exists(counter):
+            os.unlink(counter)
+        reader_r, reader_w = os.pipe()  # never read
+        p = subprocess.Popen(argv_prefix + [LOADS, "lines", counter], stdout=reader_w,
+                             stderr=reader_w, stdin=subprocess.DEVNULL, env=ENV,
+                             start_new_session=True)
+        os.close(reader_w)
+        time.sleep(1.0)
+        os.killpg(p.pid, 9)
+        p.wait()
+        os.close(reader_r)
+        return int(open(counter).read()) * 16 if os.path.exists(counter) else 0
+    direct = held([])
+    for flags in [[], ["--merge"], ["-o", "/dev/stdout", "--tee"], ["--prefix", "p: "],
+                  ["--timestamps"], ["--max-output", "1M"]]:
+        through = held([SAFERUN] + flags + ["--"])
+        record(f"small writes held before the command blocks: {' '.join(flags) or 'default'}",
+               f"{through // 1024} KiB", f">= {direct // 1024} KiB",
+               f"direct pipe {direct} bytes, through saferun {through} bytes")
+
+
+def quota(work):
+    """Pipe memory of 16 saferuns, each streaming both outputs at once, as an
+    unprivileged user: how much of the user's pipe quota they take, found by what is
+    left of it (pipes grown 1 MiB at a time until the kernel refuses)."""
+    user = "nobody"
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        record("pipe memory of 16 busy runs", "skipped", "<= 25%", "needs root and setpriv")
+        return
+    soft = int(open("/proc/sys/fs/pipe-user-pages-soft").read()) * 4096
+    as_user = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups"]
+    probe = ("import fcntl, os\n"
+             "held, total = [], 0\n"
+             "while True:\n"
+             "    r, w = os.pipe(); held += [r, w]\n"
+             "    try:\n"
+             "        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20); total += 1 << 20\n"
+             "    except OSError:\n"
+             "        break\n"
+             "print(total)\n")
+    def free():
+        out = subprocess.run(as_user + ["python3", "-c", probe], capture_output=True,
+                             text=True, env=ENV, check=True)
+        return int(out.stdout)
+    before = free()
+    runs = []
+    big = 64 * 2**30
+    for _ in range(16):
+        cmd = (f"{{ {SAFERUN} -- {LOADS} write {big} 3 2>&3 | {LOADS} read {big // 2}; }} "
+               f"3>&1 | {LOADS} read {big // 2}")
+        runs.append(subprocess.Popen(as_user + ["sh", "-c", cmd], env=ENV,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True))
+    time.sleep(2.0)
+    during = free()
+    for p in runs:
+        os.killpg(p.pid, 9)
+    for p in runs:
+        p.wait()
+    used = before - during
+    record("pipe memory of 16 runs streaming both outputs (unprivileged)",
+           f"{used * 100 / soft:.0f}%", "<= 25%",
+           f"{used // 2**20} MiB of pipe-user-pages-soft {soft // 2**20} MiB "
+           f"(free for a new pipe of that user: {before // 2**20} MiB before, "
+           f"{during // 2**20} MiB during)")
 
 
 def memory():
@@ -205,9 +299,15 @@ def main():
           f"pinned with {' '.join(PIN)}; {os.cpu_count()} CPUs; kernel {os.uname().release}")
     work = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
-        only = sys.argv[1:] or ["throughput", "memory", "startup", "precision", "latency", "lines"]
+        build_loads(work)
+        only = sys.argv[1:] or ["throughput", "small", "quota", "memory", "startup",
+                                "precision", "latency", "lines"]
         if "throughput" in only:
             throughput(work)
+        if "small" in only:
+            small(work)
+        if "quota" in only:
+            quota(work)
         if "memory" in only:
             memory()
         if "startup" in only:
