@@ -30,9 +30,11 @@ fn command() -> Command {
             "Run a command so that it never hangs on a full pipe, never outlives its time \
              limit, never eats unbounded memory, and always says how it ended.\n\n\
              Exit status: the command's own; 124 if a limit fired; 137 if the command had to \
-             be killed with KILL; 125 if saferun itself failed; 126 if the command cannot be \
-             executed; 127 if it was not found; death by the command's signal if it was \
-             killed by one. See the README for every detail.",
+             be killed with KILL; 122 if --leftovers=fail and something outlived a command \
+             that exited 0; 125 if saferun itself failed (bad usage, a file it cannot open \
+             or write); 126 if the command cannot be executed; 127 if it was not found; \
+             death by the command's signal if it was killed by one. See the README for \
+             every detail.",
         )
         .group(ArgGroup::new("input_source").args(["stdin-file", "input", "no-stdin"]))
         .args([

@@ -21,7 +21,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::event::{Event, Stream, StreamEnd};
 use crate::pipes;
-use crate::sink::{PlainTarget, Sink, SinkError};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use crate::sink::PlainTarget;
+use crate::sink::{Sink, SinkError};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use crate::splice::{self, Step};
 
@@ -72,6 +74,10 @@ pub struct StreamStats {
 
 /// Tells every drain (and the feeder) to stop. Dropping the [`StopSender`] is the signal.
 pub struct StopSender {
+    #[cfg_attr(
+        not(any(target_os = "linux", target_os = "android")),
+        expect(dead_code, reason = "a pipe's write end, held only to be dropped")
+    )]
     wake: OwnedFd,
     given: Arc<AtomicBool>,
 }
@@ -172,8 +178,10 @@ enum Route {
     /// Read into the buffer and handed to the sink (which shapes them, or holds them).
     Copy,
     /// Spliced into the one plain destination (when enough is queued).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     Splice(PlainTarget),
     /// `--tee`: duplicated into `teed` (a pipe) with `tee(2)`, then spliced into `other`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     Tee {
         teed: PlainTarget,
         other: PlainTarget,
@@ -185,6 +193,7 @@ enum Round {
     Go,
     End(StreamEnd),
     /// The zero-copy route no longer applies (refused, or one `--tee` reader left).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     Reroute(Route),
 }
 
@@ -246,6 +255,10 @@ impl Drain {
         // command: the loop waits in `poll`, where a stop request is seen too. (The pipe
         // stays blocking: a non-blocking one would make every splice from it so, and a
         // full destination a round of `poll` per chunk.)
+        #[cfg_attr(
+            not(any(target_os = "linux", target_os = "android")),
+            expect(unused_mut, reason = "only the zero-copy routes change")
+        )]
         let mut route = self.route();
         loop {
             // A busy stream is not waited for: while something is queued the loop goes
@@ -276,12 +289,11 @@ impl Drain {
                 Route::Splice(target) => self.splice_round(target, queued),
                 #[cfg(any(target_os = "linux", target_os = "android"))]
                 Route::Tee { teed, other } => self.tee_round(teed, other, queued),
-                #[cfg(not(any(target_os = "linux", target_os = "android")))]
-                _ => self.copy(queued),
             };
             match round {
                 Round::Go => {}
                 Round::End(end) => return end,
+                #[cfg(any(target_os = "linux", target_os = "android"))]
                 Round::Reroute(next) => route = next,
             }
         }

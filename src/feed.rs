@@ -215,6 +215,7 @@ fn copy(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> io::Result<()> {
     }
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn wait_writable(pipe: &OwnedFd) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLOUT)];

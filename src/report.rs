@@ -132,7 +132,10 @@ impl std::fmt::Debug for Notices {
 pub fn human(duration: Duration) -> String {
     let rounded = Duration::from_millis(duration.as_millis() as u64);
     if rounded.is_zero() {
-        return format!("{}µs", duration.as_micros());
+        return match duration.as_micros() {
+            0 => format!("{}ns", duration.as_nanos()),
+            micros => format!("{micros}µs"),
+        };
     }
     humantime::format_duration(rounded).to_string()
 }

@@ -154,6 +154,21 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
         .collect::<io::Result<Vec<_>>>()?;
     let arg_ptrs = null_terminated(&args);
     let env_ptrs = null_terminated(&env);
+    // glibc's execvpe runs a file without `#!` through /bin/sh, as POSIX asks of
+    // execvp; other C libraries (musl) do not, so saferun does: the file is found here,
+    // and the child falls back to /bin/sh on ENOEXEC.
+    let through_sh = if cfg!(target_env = "gnu") {
+        Vec::new()
+    } else {
+        match locate(&argv[0]) {
+            Some(path) => std::iter::once(c_string(b"/bin/sh")?)
+                .chain(std::iter::once(c_string(path.as_os_str().as_bytes())?))
+                .chain(args[1..].iter().cloned())
+                .collect(),
+            None => Vec::new(),
+        }
+    };
+    let sh_ptrs = null_terminated(&through_sh);
     let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let fds = [
         (raw(&wiring.stdin), 0),
@@ -223,6 +238,9 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
             libc::sigemptyset(&mut none);
             libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             libc::execvpe(args[0].as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+            if Errno::last_raw() == libc::ENOEXEC && !through_sh.is_empty() {
+                libc::execve(through_sh[0].as_ptr(), sh_ptrs.as_ptr(), env_ptrs.as_ptr());
+            }
             failure.store(Errno::last_raw(), Ordering::SeqCst);
             libc::_exit(127)
         }

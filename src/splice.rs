@@ -40,6 +40,7 @@ pub enum Step {
     Refused(Errno),
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 impl Step {
     fn of(result: nix::Result<usize>) -> Step {
         match result {

@@ -88,6 +88,7 @@ fn kill_leftovers_stops_what_the_command_left() {
     );
     let out = saferun(["--kill-leftovers", "sh", "-c", &script]).run();
     let pids = read_pids(&pids);
+    assert_eq!(pids.len(), 2, "both were started\n{out}");
     let gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
     cleanup(&pids);
     out.assert_code(0)

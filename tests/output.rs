@@ -454,10 +454,18 @@ fn a_stop_cuts_teed_output_short_but_never_leaves_a_hole() {
 fn saferuns_own_lines_start_a_line() {
     // A progress bar or a prompt leaves its line open; saferun's notice after it must
     // still start a line, so that `grep '^saferun:'` finds it.
-    let out = saferun(["-t", "0.3", "sh", "-c", "printf 'working 50%%' >&2; sleep 10"]).run();
+    let out = saferun([
+        "-t",
+        "0.3",
+        "sh",
+        "-c",
+        "printf 'working 50%%' >&2; sleep 10",
+    ])
+    .run();
     out.assert_code(124);
     assert!(
-        out.stderr_text().starts_with("working 50%\nsaferun: timed out"),
+        out.stderr_text()
+            .starts_with("working 50%\nsaferun: timed out"),
         "{out}"
     );
     // Also when stdout and stderr are one file (a terminal, `2>&1`), and the partial
@@ -468,7 +476,8 @@ fn saferuns_own_lines_start_a_line() {
     );
     let out = saferun(["sh", "-c", &script]).run();
     assert!(
-        out.stdout_text().starts_with("Password: \nsaferun: timed out"),
+        out.stdout_text()
+            .starts_with("Password: \nsaferun: timed out"),
         "{out}"
     );
     // A line that ended needs nothing more.

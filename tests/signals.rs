@@ -81,15 +81,18 @@ fn second_int_kills_at_once() {
 fn other_signals_are_forwarded_only() {
     let dir = temp_dir();
     let ready = dir.path().join("ready");
+    let got_usr1 = dir.path().join("usr1");
     let script = format!(
-        "trap 'echo usr1' USR1; trap 'echo usr2; exit 0' USR2; echo $$ > {}; \
+        "trap 'echo usr1; : > {}' USR1; trap 'echo usr2; exit 0' USR2; echo $$ > {}; \
          while :; do sleep 0.05; done",
+        got_usr1.display(),
         ready.display()
     );
     let running = saferun(["sh", "-c", &script]).start();
     wait_ready(&ready);
     running.signal(libc::SIGUSR1);
-    std::thread::sleep(Duration::from_millis(400));
+    // USR2 only once USR1 has arrived: the order is the test's, not the scheduler's.
+    assert!(eventually(Duration::from_secs(20), || got_usr1.exists()));
     running.signal(libc::SIGUSR2);
     running.wait().assert_code(0).assert_stdout("usr1\nusr2\n");
 }

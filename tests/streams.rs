@@ -145,10 +145,11 @@ fn order_within_each_stream_is_kept() {
 
 #[test]
 fn a_slow_reader_gets_everything_even_after_linger() {
-    // The reader starts reading two seconds after the command exited (linger is 1s);
-    // nobody holds the pipe any more, so saferun waits for the reader, not the clock.
+    // The reader starts reading two seconds after the command exited (linger is 0.2s,
+    // a tenth of that, however slow the machine); nobody holds the pipe any more, so
+    // saferun waits for the reader, not the clock.
     let script = format!(
-        "{} -- head -c 3000000 /dev/zero | (sleep 2; wc -c); echo ${{PIPESTATUS[0]}}",
+        "{} --linger 0.2 -- head -c 3000000 /dev/zero | (sleep 2; wc -c); echo ${{PIPESTATUS[0]}}",
         util::BIN
     );
     let out = saferun(["bash", "-c", &script]).run();

@@ -36,6 +36,7 @@ fn kill_reaches_the_whole_tree_too() {
     out.assert_code(137)
         .assert_faster_than(Duration::from_secs(5));
     let pids = read_pids(&pids);
+    assert_eq!(pids.len(), 1, "the TERM-ignoring child was started\n{out}");
     let all_gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
     cleanup(&pids);
     assert!(all_gone, "survivors among {pids:?}\n{out}");
@@ -67,15 +68,20 @@ fn idle_timeout_fires_on_silence() {
 
 #[test]
 fn idle_timeout_spares_a_chatty_command() {
-    let script = "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.15; done";
-    let out = saferun(["--idle-timeout", "0.8", "sh", "-c", script]).run();
-    out.assert_code(0).assert_stdout("1\n2\n3\n4\n5\n6\n7\n8\n");
+    // Three seconds in all, twice the limit; gaps of 0.1 s against a limit of 1.5 s,
+    // which a busy machine cannot stretch that far.
+    let script = "i=0; while [ $i -lt 30 ]; do echo $i; sleep 0.1; i=$((i+1)); done";
+    let out = saferun(["--idle-timeout", "1.5", "sh", "-c", script]).run();
+    out.assert_code(0);
+    assert_eq!(out.stdout_text().lines().count(), 30, "{out}");
 }
 
 #[test]
 fn stderr_counts_as_output_too() {
-    let script = "for i in 1 2 3 4 5 6; do echo $i >&2; sleep 0.15; done";
-    saferun(["--idle-timeout", "0.8", "sh", "-c", script])
+    // Silence on stdout for three seconds, twice the limit: only the stderr lines,
+    // 0.1 s apart, keep the command alive.
+    let script = "i=0; while [ $i -lt 30 ]; do echo $i >&2; sleep 0.1; i=$((i+1)); done";
+    saferun(["--idle-timeout", "1.5", "sh", "-c", script])
         .run()
         .assert_code(0);
 }
@@ -127,28 +133,22 @@ fn nested_saferun_stops_the_inner_command_first() {
 #[test]
 fn an_outer_deadline_already_past_still_signals_and_kills() {
     // Every stage is due at once: the command must still get TERM and KILL, not be
-    // left running while saferun reports it gave up.
+    // left running while saferun reports it gave up. (It is killed before it can start
+    // anything of its own: the whole tree is the next test's.)
     let dir = temp_dir();
-    let pids = dir.path().join("pids");
     let report = dir.path().join("report.json");
-    let script = format!("sleep 100 & echo $! > {}; wait", pids.display());
     let out = saferun([
         "-t",
         "5",
         "--report",
         report.to_str().unwrap(),
-        "sh",
-        "-c",
-        &script,
+        "sleep",
+        "100",
     ])
     .env("SAFERUN_DEADLINE", "1000000000")
     .run();
     let code = out.code();
     assert!(code == Some(124) || code == Some(137), "{out}");
-    let pids = read_pids(&pids);
-    let all_gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
-    cleanup(&pids);
-    assert!(all_gone, "survivors among {pids:?}\n{out}");
     let report = util::read_report(&report);
     let sent: Vec<&str> = report["signals_sent"]
         .as_array()
@@ -161,6 +161,34 @@ fn an_outer_deadline_already_past_still_signals_and_kills() {
         "{report:#}"
     );
     assert_eq!(report["unkillable"], serde_json::json!([]), "{report:#}");
+}
+
+#[test]
+fn an_outer_deadline_close_ahead_stops_the_whole_tree_in_time() {
+    // Two seconds left to an enclosing deadline: timeout, grace and linger are fitted
+    // into them, and a TERM-ignoring tree is still stopped, KILL included, before it.
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let script = format!(
+        "trap '' TERM; sh -c 'trap \"\" TERM; sleep 100' & echo $! > {}; wait",
+        pids.display()
+    );
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(2);
+    let since = deadline.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let out = saferun(["-t", "60", "sh", "-c", &script])
+        .env(
+            "SAFERUN_DEADLINE",
+            &format!("{}.{:06}", since.as_secs(), since.subsec_micros()),
+        )
+        .run();
+    let pids = read_pids(&pids);
+    let all_gone = eventually(Duration::from_secs(2), || pids.iter().all(|p| !alive(*p)));
+    cleanup(&pids);
+    out.assert_code(137)
+        .assert_stderr_contains("enclosing saferun's deadline")
+        .assert_faster_than(Duration::from_secs(4));
+    assert_eq!(pids.len(), 1, "the child was started\n{out}");
+    assert!(all_gone, "survivors among {pids:?}\n{out}");
 }
 
 #[test]
