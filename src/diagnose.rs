@@ -13,8 +13,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::config::OnTimeout;
+use crate::notices::Notices;
 use crate::procfs;
-use crate::report::{Notices, OnTimeoutRun, TreeLine};
+use crate::record::{OnTimeoutRun, TreeLine};
 
 /// Output of `--on-timeout` kept for the report.
 const KEPT_OUTPUT: usize = 64 * 1024;

@@ -501,7 +501,7 @@ impl Drain {
                 Ok(got) => {
                     n -= got;
                     if let Err(error) =
-                        crate::sink::write_all_waiting(&mut out, &self.buffer[..got])
+                        crate::stdio::write_all_waiting(&mut out, &self.buffer[..got])
                     {
                         self.discard(n);
                         return Moved::Failed(other.failure(error));

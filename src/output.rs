@@ -2,19 +2,19 @@
 //! anything runs, assembling each stream's chain of sinks, and releasing output held by
 //! `--quiet-unless-fail` once the exit status is known.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use crossbeam_channel::Sender;
 
 use crate::config::{CapAction, Inherited, OutputConfig};
 use crate::event::{Event, Stream};
-use crate::report::Notices;
+use crate::notices::Notices;
 use crate::sink::{Cap, CapStats, Destination, Fanout, Held, HeldOutput, Hold, Lines, Sink};
+use crate::stdio::{own_stream, own_streams_are_one_file};
 
 /// The files named with `-o` and `-e`, opened (and checked) before the command starts
 /// (see [`crate::files`]), each with the words that name it in messages.
@@ -123,33 +123,16 @@ impl OpenFiles {
             let stats = Arc::new(CapStats::default());
             cap = Some(stats.clone());
             let kill = (config.on_max_output == CapAction::Kill).then_some(setup.events);
-            sink = Box::new(
-                Cap::new(sink, limit, setup.stream, stats, setup.notices, kill)
-                    .context("cannot create a temporary file for --max-output")?,
-            );
+            sink = Box::new(Cap::new(
+                sink,
+                limit,
+                setup.stream,
+                stats,
+                setup.notices,
+                kill,
+            ));
         }
         Ok(Built { sink, cap, held })
-    }
-}
-
-/// Whether saferun's stdout and stderr are the same file.
-fn own_streams_are_one_file() -> bool {
-    let id = |fd: std::os::fd::BorrowedFd<'_>| {
-        nix::sys::stat::fstat(fd).map(|s| (s.st_dev, s.st_ino)).ok()
-    };
-    let out = id(std::io::stdout().as_fd());
-    out.is_some() && out == id(std::io::stderr().as_fd())
-}
-
-/// A duplicate of saferun's own stdout or stderr (or /dev/null if it is closed).
-pub fn own_stream(stream: Stream) -> Result<File> {
-    let fd = match stream {
-        Stream::Stdout => std::io::stdout().as_fd().try_clone_to_owned(),
-        Stream::Stderr => std::io::stderr().as_fd().try_clone_to_owned(),
-    };
-    match fd {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(_) => Ok(OpenOptions::new().write(true).open("/dev/null")?),
     }
 }
 

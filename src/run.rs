@@ -24,13 +24,13 @@ use crate::feed;
 use crate::files::{self, Named, Refusal, Use};
 use crate::forward;
 use crate::group::{self, Group, Terminal};
+use crate::notices::Notices;
 use crate::outcome::{self, Ending, Exit};
 use crate::output::{self, StreamSetup};
 use crate::policy::{Action, Mode, Policy, Reason};
 use crate::procfs;
-use crate::report::{
-    self, Notices, PipeHolder, ProcessInfo, Record, SentSignal, StreamEnding, human,
-};
+use crate::record::{self, PipeHolder, ProcessInfo, Record, SentSignal, StreamEnding, human};
+use crate::report;
 use crate::signal::short_name;
 use crate::sink::CapStats;
 use crate::spawn::{self, Setup, Wiring};
@@ -809,7 +809,7 @@ impl Runner<'_> {
         }
         self.record.signals.push(SentSignal {
             signal: short_name(signal).to_string(),
-            at: report::round_us(self.start.elapsed().as_secs_f64()),
+            at: record::round_us(self.start.elapsed().as_secs_f64()),
             to,
             why,
         });
@@ -1039,15 +1039,15 @@ impl Runner<'_> {
     }
 }
 
-fn children_rusage() -> report::Rusage {
+fn children_rusage() -> record::Rusage {
     use nix::sys::resource::{UsageWho, getrusage};
     let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
-        return report::Rusage::default();
+        return record::Rusage::default();
     };
     let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    report::Rusage {
-        user_cpu_seconds: report::round_ms(seconds(usage.user_time())),
-        system_cpu_seconds: report::round_ms(seconds(usage.system_time())),
+    record::Rusage {
+        user_cpu_seconds: record::round_ms(seconds(usage.user_time())),
+        system_cpu_seconds: record::round_ms(seconds(usage.system_time())),
         max_rss_kib: usage.max_rss(),
     }
 }

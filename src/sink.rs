@@ -11,10 +11,9 @@
 //! spills to an unnamed temporary file past 1 MiB.
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -23,7 +22,9 @@ use nix::sys::stat::SFlag;
 
 use crate::config::Timestamps;
 use crate::event::{Event, Stream};
-use crate::report::Notices;
+use crate::notices::{LineEnd, Notices};
+use crate::spill::Spill;
+use crate::stdio::write_all_waiting;
 
 /// Why a sink refused bytes.
 #[derive(Debug)]
@@ -124,39 +125,6 @@ fn failure(what: &str, reader_may_leave: bool, error: io::Error) -> SinkError {
     }
 }
 
-/// Whether the last byte written to a stream that saferun's own notices share ended a
-/// line. A notice that follows a partial line (a progress bar, a prompt) starts with a
-/// newline of its own, so that `grep '^saferun:'` finds every notice.
-///
-/// Bytes spliced inside the kernel are never seen: after them the end is unknown, and a
-/// notice starts with a newline to be sure. Only a busy stream is spliced, so at worst a
-/// notice after a large burst of output follows an empty line.
-#[derive(Debug, Default)]
-pub struct LineEnd {
-    /// 0: at the start of a line; 1: in the middle of one; 2: unknown.
-    state: AtomicU8,
-}
-
-impl LineEnd {
-    /// Notes bytes just written.
-    pub fn note(&self, bytes: &[u8]) {
-        if let Some(last) = bytes.last() {
-            self.state
-                .store(u8::from(*last != b'\n'), Ordering::Relaxed);
-        }
-    }
-
-    /// Notes bytes written without being seen.
-    pub fn unseen(&self) {
-        self.state.store(2, Ordering::Relaxed);
-    }
-
-    /// Whether the next line must begin with a newline.
-    pub fn mid_line(&self) -> bool {
-        self.state.load(Ordering::Relaxed) != 0
-    }
-}
-
 /// A file or one of saferun's own streams, written with plain `write(2)` calls (no
 /// buffering, so output appears as soon as the command wrote it).
 pub struct Destination {
@@ -209,27 +177,6 @@ impl Destination {
             self.pipe_to_grow = None;
         }
     }
-}
-
-/// `write_all`, also when saferun's caller left the descriptor non-blocking: a full
-/// pipe (EAGAIN) is waited for, not taken for a failure.
-pub fn write_all_waiting(out: &mut File, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match out.write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut fds = [nix::poll::PollFd::new(
-                    out.as_fd(),
-                    nix::poll::PollFlags::POLLOUT,
-                )];
-                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 impl Sink for Destination {
@@ -314,13 +261,12 @@ impl Sink for Fanout {
     }
 }
 
-/// Output held back for `--quiet-unless-fail`: memory up to a small bound, then an
-/// unnamed temporary file. The main thread releases or discards it when the exit status
-/// is known.
+/// Output held back for `--quiet-unless-fail`, kept aside ([`Spill`]: memory up to a
+/// small bound, then an unnamed temporary file). The job releases or discards it when
+/// the exit status is known.
 #[derive(Debug)]
 pub struct Held {
-    memory: Vec<u8>,
-    spill: Option<File>,
+    store: Spill,
     len: u64,
 }
 
@@ -332,25 +278,15 @@ const HOLD_IN_MEMORY: usize = 1 << 20;
 impl Held {
     pub fn new() -> HeldOutput {
         Arc::new(Mutex::new(Held {
-            memory: Vec::new(),
-            spill: None,
+            store: Spill::new(HOLD_IN_MEMORY),
             len: 0,
         }))
     }
 
     fn push(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.store.write_at(self.len, bytes)?;
         self.len += bytes.len() as u64;
-        if self.spill.is_none() && self.memory.len() + bytes.len() <= HOLD_IN_MEMORY {
-            self.memory.extend_from_slice(bytes);
-            return Ok(());
-        }
-        if self.spill.is_none() {
-            let mut file = tempfile::tempfile()?;
-            file.write_all(&self.memory)?;
-            self.memory = Vec::new();
-            self.spill = Some(file);
-        }
-        self.spill.as_mut().map_or(Ok(()), |f| f.write_all(bytes))
+        Ok(())
     }
 
     /// Bytes held so far.
@@ -364,20 +300,8 @@ impl Held {
 
     /// Writes everything held to `out`.
     pub fn release(&mut self, out: &mut File) -> io::Result<()> {
-        match &mut self.spill {
-            None => write_all_waiting(out, &self.memory),
-            Some(file) => {
-                file.seek(SeekFrom::Start(0))?;
-                let mut buffer = vec![0u8; 64 * 1024];
-                loop {
-                    let n = io::Read::read(file, &mut buffer)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    write_all_waiting(out, &buffer[..n])?;
-                }
-            }
-        }
+        self.store
+            .read_range(0, self.len, |chunk| write_all_waiting(out, chunk))
     }
 }
 
@@ -433,12 +357,12 @@ impl Cap {
         stats: Arc<CapStats>,
         notices: Notices,
         kill: Option<Sender<Event>>,
-    ) -> io::Result<Cap> {
+    ) -> Cap {
         let head = limit.div_ceil(2);
-        Ok(Cap {
+        Cap {
             inner,
             head_left: head,
-            ring: Ring::new(limit - head)?,
+            ring: Ring::new(limit - head),
             limit,
             total: 0,
             last_head_byte: None,
@@ -447,7 +371,7 @@ impl Cap {
             notices,
             kill,
             reached: false,
-        })
+        }
     }
 }
 
@@ -519,18 +443,14 @@ impl Sink for Cap {
     }
 }
 
-/// The last `capacity` bytes of a stream: in memory for small caps, in an unnamed
-/// temporary file past 8 MiB so that a large cap does not mean a large process.
+/// The last `capacity` bytes of a stream, kept aside ([`Spill`]: in memory for small
+/// caps, in an unnamed temporary file past 8 MiB, so that a large cap does not mean a
+/// large process).
 struct Ring {
     capacity: u64,
     /// Total bytes pushed; the ring holds the last `min(written, capacity)`.
     written: u64,
-    store: RingStore,
-}
-
-enum RingStore {
-    Memory(Vec<u8>),
-    File(File),
+    store: Spill,
 }
 
 enum RingError {
@@ -538,21 +458,22 @@ enum RingError {
     Sink(SinkError),
 }
 
+impl From<io::Error> for RingError {
+    fn from(error: io::Error) -> RingError {
+        RingError::Io(error)
+    }
+}
+
 /// Past this, a `--max-output` tail is kept in a temporary file.
 pub const RING_IN_MEMORY: u64 = 8 << 20;
 
 impl Ring {
-    fn new(capacity: u64) -> io::Result<Ring> {
-        let store = if capacity <= RING_IN_MEMORY {
-            RingStore::Memory(Vec::new())
-        } else {
-            RingStore::File(tempfile::tempfile()?)
-        };
-        Ok(Ring {
+    fn new(capacity: u64) -> Ring {
+        Ring {
             capacity,
             written: 0,
-            store,
-        })
+            store: Spill::new(RING_IN_MEMORY as usize),
+        }
     }
 
     fn push(&mut self, mut bytes: &[u8]) -> io::Result<()> {
@@ -569,16 +490,7 @@ impl Ring {
             let at = self.written % self.capacity;
             let room = (self.capacity - at) as usize;
             let (now, rest) = bytes.split_at(bytes.len().min(room));
-            match &mut self.store {
-                RingStore::Memory(memory) => {
-                    let at = at as usize;
-                    if memory.len() < at + now.len() {
-                        memory.resize(at + now.len(), 0);
-                    }
-                    memory[at..at + now.len()].copy_from_slice(now);
-                }
-                RingStore::File(file) => file.write_all_at(now, at)?,
-            }
+            self.store.write_at(at, now)?;
             self.written += now.len() as u64;
             bytes = rest;
         }
@@ -599,29 +511,11 @@ impl Ring {
         } else {
             0
         };
-        let mut emit = |from: u64, len: u64| -> Result<(), RingError> {
-            match &mut self.store {
-                RingStore::Memory(memory) => {
-                    out(&memory[from as usize..(from + len) as usize]).map_err(RingError::Sink)
-                }
-                RingStore::File(file) => {
-                    let mut buffer = vec![0u8; 64 * 1024];
-                    let mut done = 0;
-                    while done < len {
-                        let n = (len - done).min(buffer.len() as u64) as usize;
-                        file.read_exact_at(&mut buffer[..n], from + done)
-                            .map_err(RingError::Io)?;
-                        out(&buffer[..n]).map_err(RingError::Sink)?;
-                        done += n as u64;
-                    }
-                    Ok(())
-                }
-            }
-        };
+        let mut emit = |chunk: &[u8]| out(chunk).map_err(RingError::Sink);
         let first = (self.capacity - start).min(held);
-        emit(start, first)?;
+        self.store.read_range(start, start + first, &mut emit)?;
         if held > first {
-            emit(0, held - first)?;
+            self.store.read_range(0, held - first, &mut emit)?;
         }
         Ok(())
     }
@@ -833,8 +727,7 @@ mod tests {
             stats.clone(),
             Notices::new(false),
             None,
-        )
-        .unwrap();
+        );
         (cap, recorder, stats)
     }
 
@@ -864,7 +757,7 @@ mod tests {
 
     #[test]
     fn ring_in_a_file_behaves_like_memory() {
-        let mut ring = Ring::new(RING_IN_MEMORY + 3).unwrap();
+        let mut ring = Ring::new(RING_IN_MEMORY + 3);
         let data: Vec<u8> = (0..(RING_IN_MEMORY as usize * 2 + 17))
             .map(|i| (i % 251) as u8)
             .collect();
@@ -959,7 +852,7 @@ mod tests {
         file.seek(SeekFrom::Start(0)).unwrap();
         io::Read::read_to_end(&mut file, &mut out).unwrap();
         assert_eq!(out, data);
-        assert!(held.lock().unwrap().memory.is_empty(), "spilled to a file");
+        assert!(held.lock().unwrap().store.spilled(), "spilled to a file");
     }
 
     #[test]
