@@ -696,6 +696,7 @@ impl Sink for Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Seek, SeekFrom};
 
     /// Collects writes, each one as a separate record.
     #[derive(Clone, Default)]
