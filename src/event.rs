@@ -65,6 +65,11 @@ pub enum Event {
     /// Reading the input saferun feeds to the command failed: saferun's own failure, and
     /// the command must not take the break for the end of its input.
     InputFailed { what: String, error: std::io::Error },
+    /// The job's owner asks it to stop (the limit's signal, grace, KILL), as a
+    /// cancellation does.
+    StopAsked,
+    /// The job's owner asks for KILL at once (a dropped handle).
+    KillAsked,
     /// saferun itself received a signal. `from_kernel` marks one the terminal generated
     /// (Ctrl-C and friends) rather than one sent with `kill`.
     Signal { signal: Signal, from_kernel: bool },

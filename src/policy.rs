@@ -2,19 +2,19 @@
 //! come out. No clock is read and no signal is sent here, so every rule is unit-tested
 //! with made-up instants.
 //!
-//! Phases, in the order a run moves through them:
+//! The run moves through its [`Phase`]s in this order:
 //!
 //! ```text
-//! running ──limit fires / INT,TERM,HUP──▶ stopping ──kill-after over──▶ killed
-//!    │                                        │                           │
-//!    └──────────── command exits ─────────────┴───────────────────────────┤
-//!                                                                         ▼
-//!      after exit: drain what is still written; while stopping (or under
-//!      --kill-leftovers) also wait for the rest of the tree to die, or KILL it
-//!                                                                         │
-//!   streams closed (and tree gone) / linger ran out with a holder / bound after KILL
-//!                                                                         ▼
-//!                                                                     finished
+//! Running ──limit fires / INT,TERM,HUP / asked to stop──▶ Stopping ──kill-after over──▶ (KILL)
+//!    │                                                       │
+//!    └──────────────────── command exits ────────────────────┤
+//!                                                            ▼
+//!   Exited: drain what is still written; while a stop is under way (or --kill-leftovers
+//!   signalled what was left) also wait for the rest of the tree to die, or KILL it
+//!                                                            │
+//!  pipes closed (and tree gone) / linger ran out with a holder / bound after KILL
+//!                                                            ▼
+//!                                                        Finished
 //! ```
 //!
 //! A job-control stop (Ctrl-Z) pauses every clock; CONT shifts every deadline by the
@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 use crate::config::Limits;
 use crate::event::Event;
 
-/// Why saferun started stopping the command.
+/// Why saferun started stopping the command (or, after it exited, what it left).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// `--timeout` ran out.
@@ -38,8 +38,13 @@ pub enum Reason {
     Cap,
     /// saferun received this signal (a cancelled job).
     Cancelled(Signal),
-    /// saferun itself failed (a destination could not be written).
+    /// The job's owner asked it to stop (a handle's `cancel`, `--fail-fast`, `--until`).
+    Stopped,
+    /// saferun itself failed (a destination could not be written, stdin could not be
+    /// read).
     Failed,
+    /// The command exited under `--kill-leftovers`: what it left is being stopped.
+    Leftovers,
 }
 
 impl Reason {
@@ -51,7 +56,9 @@ impl Reason {
             Reason::Idle => "idle",
             Reason::Cap => "cap",
             Reason::Cancelled(_) => "cancelled",
+            Reason::Stopped => "stopped",
             Reason::Failed => "failed",
+            Reason::Leftovers => "leftovers",
         }
     }
 
@@ -88,15 +95,52 @@ pub enum Action {
     Finish,
 }
 
-/// How saferun is stopping the command.
+/// A stop under way: its first signal went out, KILL may follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stopping {
+pub struct Stop {
     pub reason: Reason,
     pub began: Instant,
     /// When KILL follows the first signal, if it does.
     kill_at: Option<Instant>,
     /// When KILL was sent.
     pub killed_at: Option<Instant>,
+}
+
+/// Where the run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The command runs and nothing is being stopped.
+    Running,
+    /// A stop is under way and the command still runs.
+    Stopping(Stop),
+    /// The command exited; its pipes and the rest of its tree may not have.
+    Exited(AfterExit),
+    /// Nothing more happens. What is kept is what the exit status needs.
+    Finished { stop: Option<Stop>, exited: bool },
+}
+
+/// The run after the command exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AfterExit {
+    at: Instant,
+    /// The stop under way when it exited, one begun after (a failure, a cancellation), or
+    /// the stop of what it left under `--kill-leftovers`.
+    stop: Option<Stop>,
+    /// Whether the rest of the tree was seen gone (it is waited for only while a KILL is
+    /// scheduled: see [`Policy::waiting_for_tree`]).
+    tree_gone: bool,
+    pipes: Pipes,
+}
+
+/// What is known about the command's pipes after it exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pipes {
+    /// `--linger` has not run out yet.
+    Lingering,
+    /// It ran out and some process still holds a pipe.
+    Held,
+    /// Nobody holds them any more: what is left is being delivered, however slowly.
+    Delivering,
 }
 
 /// Switches that change how the policy reads events.
@@ -112,29 +156,18 @@ pub struct Mode {
 pub struct Policy {
     limits: Limits,
     mode: Mode,
+    phase: Phase,
     wall_deadline: Option<Instant>,
     /// saferun ends by then whatever happens: timeout + kill-after + linger (none when
     /// there is no timeout, or escalation is off).
     hard_end: Option<Instant>,
     /// Silence is counted from here at the earliest (start, or the end of a pause).
     quiet_since: Instant,
+    /// Job control: every clock stands still since then.
     paused_since: Option<Instant>,
-    stopping: Option<Stopping>,
     /// The signal that cancelled the run, even if a limit had fired first.
     cancelled: Option<Signal>,
-    exited_at: Option<Instant>,
     open_streams: usize,
-    /// Nobody holds the pipes any more: what is left is being delivered, not lingering.
-    writers_gone: bool,
-    /// `--linger` ran out and the holders were looked at.
-    linger_checked: bool,
-    /// Under a stop or `--kill-leftovers`, the rest of the tree must die (or be KILLed)
-    /// before the run ends; set once it has.
-    tree_gone: bool,
-    leftovers_signalled: bool,
-    /// When the leftovers got KILL (under `--kill-leftovers`).
-    leftovers_killed_at: Option<Instant>,
-    finished: bool,
 }
 
 impl Policy {
@@ -149,25 +182,24 @@ impl Policy {
         Policy {
             limits,
             mode,
+            phase: Phase::Running,
             wall_deadline,
             hard_end,
             quiet_since: start,
             paused_since: None,
-            stopping: None,
             cancelled: None,
-            exited_at: None,
             open_streams,
-            writers_gone: false,
-            linger_checked: false,
-            tree_gone: false,
-            leftovers_signalled: false,
-            leftovers_killed_at: None,
-            finished: false,
         }
     }
 
-    pub fn stopping(&self) -> Option<Stopping> {
-        self.stopping
+    /// The stop under way or done, if any (of the command, or of what it left).
+    pub fn stopping(&self) -> Option<Stop> {
+        match self.phase {
+            Phase::Running => None,
+            Phase::Stopping(stop) => Some(stop),
+            Phase::Exited(after) => after.stop,
+            Phase::Finished { stop, .. } => stop,
+        }
     }
 
     /// The signal that cancelled the run, if one did.
@@ -176,11 +208,14 @@ impl Policy {
     }
 
     pub fn exited(&self) -> bool {
-        self.exited_at.is_some()
+        matches!(
+            self.phase,
+            Phase::Exited(_) | Phase::Finished { exited: true, .. }
+        )
     }
 
     pub fn finished(&self) -> bool {
-        self.finished
+        matches!(self.phase, Phase::Finished { .. })
     }
 
     /// When saferun ends whatever happens, if a timeout sets such a bound.
@@ -188,88 +223,116 @@ impl Policy {
         self.hard_end
     }
 
+    /// Whether KILL was sent (to the command, or to what it left).
     pub fn killed(&self) -> bool {
-        self.stopping.is_some_and(|s| s.killed_at.is_some())
+        self.stopping().is_some_and(|s| s.killed_at.is_some())
     }
 
     /// Whether the run waits for the rest of the command's tree to die: the command
     /// exited while saferun was stopping it (or under `--kill-leftovers`), and KILL has
     /// not been sent yet. The caller then reports [`Policy::tree_gone`] when it is.
     /// Only while a KILL is scheduled: with `-k 0`, or after a failure that sent no
-    /// signal, nothing would ever end the wait.
+    /// signal, nothing would ever end the wait. Under `--foreground` a stop is the
+    /// command's alone, so only leftovers are waited for.
     pub fn waiting_for_tree(&self) -> bool {
-        let kill_scheduled = match self.stopping {
-            // Under --foreground a stop is the command's alone.
-            Some(_) if self.mode.share_group => false,
-            Some(stopping) => stopping.kill_at.is_some(),
-            None => self.leftovers_signalled && self.limits.kill_after.is_some(),
+        let Phase::Exited(after) = self.phase else {
+            return false;
         };
-        self.exited_at.is_some()
-            && !self.tree_gone
-            && !self.finished
-            && !self.killed()
-            && self.leftovers_killed_at.is_none()
-            && kill_scheduled
+        let Some(stop) = after.stop else {
+            return false;
+        };
+        let ours = !self.mode.share_group || stop.reason == Reason::Leftovers;
+        ours && !after.tree_gone && stop.killed_at.is_none() && stop.kill_at.is_some()
     }
 
     /// Reacts to one event.
     pub fn handle(&mut self, event: &Event, now: Instant) -> Vec<Action> {
-        if self.finished {
-            return Vec::new();
-        }
-        match event {
-            Event::Exited(_) => {
-                self.resume(now);
-                self.exited_at = Some(now);
-                let mut actions = Vec::new();
-                if self.mode.kill_leftovers && self.stopping.is_none() {
-                    self.leftovers_signalled = true;
-                    actions.push(Action::SignalLeftovers(self.limits.signal));
-                }
-                actions.extend(self.finish_if_done());
-                actions
-            }
-            Event::StreamClosed { .. } => {
+        match (event, self.phase) {
+            (_, Phase::Finished { .. }) => Vec::new(),
+            (Event::Exited(_), _) => self.on_exit(now),
+            (Event::StreamClosed { .. }, _) => {
                 self.open_streams = self.open_streams.saturating_sub(1);
                 self.finish_if_done()
             }
-            Event::WriteFailed { .. } | Event::InputFailed { .. } => match self.stopping {
-                Some(_) => Vec::new(),
-                None if self.exited_at.is_some() => {
-                    self.stopping = Some(Stopping {
-                        reason: Reason::Failed,
-                        began: now,
-                        kill_at: None,
-                        killed_at: None,
-                    });
-                    Vec::new()
-                }
-                None => self.begin_stop(Reason::Failed, self.limits.signal, now),
-            },
-            Event::CapReached(_) => {
-                if self.stopping.is_none() && self.exited_at.is_none() {
-                    self.begin_stop(Reason::Cap, self.limits.signal, now)
-                } else {
-                    Vec::new()
-                }
+            (Event::WriteFailed { .. } | Event::InputFailed { .. }, Phase::Running) => {
+                self.begin_stop(Reason::Failed, self.limits.signal, now)
             }
-            Event::Stopped(signal) => {
+            (Event::WriteFailed { .. } | Event::InputFailed { .. }, Phase::Exited(after))
+                if after.stop.is_none() =>
+            {
+                // Nothing to stop: the status only has to say that saferun failed.
+                self.set_stop(Stop {
+                    reason: Reason::Failed,
+                    began: now,
+                    kill_at: None,
+                    killed_at: None,
+                });
+                Vec::new()
+            }
+            (Event::CapReached(_), Phase::Running) => {
+                self.begin_stop(Reason::Cap, self.limits.signal, now)
+            }
+            (Event::StopAsked, Phase::Running) => {
+                self.begin_stop(Reason::Stopped, self.limits.signal, now)
+            }
+            (Event::KillAsked, Phase::Running) => {
+                self.begin_stop(Reason::Stopped, Signal::SIGKILL, now)
+            }
+            (Event::KillAsked, Phase::Stopping(mut stop)) if stop.killed_at.is_none() => {
+                stop.killed_at = Some(now);
+                self.phase = Phase::Stopping(stop);
+                vec![Action::Kill]
+            }
+            (Event::KillAsked | Event::StopAsked, Phase::Exited(_)) => {
+                // Only leftovers remain: stop waiting for them.
+                self.finish_now()
+            }
+            (Event::Stopped(signal), Phase::Running | Phase::Stopping(_)) => {
                 let keyboard_stop = [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU]
                     .iter()
                     .any(|s| *s as i32 == *signal);
-                if keyboard_stop && self.mode.job_control && self.exited_at.is_none() {
+                if keyboard_stop && self.mode.job_control {
                     self.pause(now);
                     vec![Action::PauseSelf]
                 } else {
                     Vec::new()
                 }
             }
-            Event::Continued => Vec::new(),
-            Event::Signal {
-                signal,
-                from_kernel,
-            } => self.on_signal(*signal, *from_kernel, now),
+            (
+                Event::Signal {
+                    signal,
+                    from_kernel,
+                },
+                _,
+            ) => self.on_signal(*signal, *from_kernel, now),
+            _ => Vec::new(),
         }
+    }
+
+    fn on_exit(&mut self, now: Instant) -> Vec<Action> {
+        self.resume(now);
+        let stop = match self.phase {
+            Phase::Stopping(stop) => Some(stop),
+            _ => None,
+        };
+        self.phase = Phase::Exited(AfterExit {
+            at: now,
+            stop,
+            tree_gone: false,
+            pipes: Pipes::Lingering,
+        });
+        let mut actions = Vec::new();
+        if self.mode.kill_leftovers && stop.is_none() {
+            self.set_stop(Stop {
+                reason: Reason::Leftovers,
+                began: now,
+                kill_at: self.limits.kill_after.and_then(|k| now.checked_add(k)),
+                killed_at: None,
+            });
+            actions.push(Action::SignalLeftovers(self.limits.signal));
+        }
+        actions.extend(self.finish_if_done());
+        actions
     }
 
     fn on_signal(&mut self, signal: Signal, from_kernel: bool, now: Instant) -> Vec<Action> {
@@ -297,32 +360,36 @@ impl Policy {
                 self.resume(now);
                 // A cancellation counts unless the command already ended under a limit:
                 // then the limit's status stands.
-                let ended_under_limit = self.exited_at.is_some() && self.stopping.is_some();
+                let ended_under_limit = matches!(
+                    self.phase,
+                    Phase::Exited(AfterExit { stop: Some(stop), .. }) if stop.reason != Reason::Leftovers
+                );
                 if self.cancelled.is_none() && !ended_under_limit {
                     self.cancelled = Some(signal);
                 }
-                if self.exited_at.is_some() {
-                    // Only leftovers remain: stop waiting for them.
-                    if self.stopping.is_none() {
-                        self.stopping = Some(Stopping {
-                            reason: Reason::Cancelled(signal),
-                            began: now,
-                            kill_at: None,
-                            killed_at: None,
-                        });
+                match self.phase {
+                    Phase::Exited(after) => {
+                        // Only leftovers remain: stop waiting for them.
+                        if after.stop.is_none_or(|s| s.reason == Reason::Leftovers) {
+                            self.set_stop(Stop {
+                                reason: Reason::Cancelled(signal),
+                                began: now,
+                                kill_at: None,
+                                killed_at: None,
+                            });
+                        }
+                        self.finish_now()
                     }
-                    return self.finish_now();
-                }
-                match self.stopping {
-                    Some(ref mut stopping)
-                        if stopping.killed_at.is_none() && signal != Signal::SIGHUP =>
+                    Phase::Stopping(mut stop)
+                        if stop.killed_at.is_none() && signal != Signal::SIGHUP =>
                     {
                         // A second INT or TERM (or one during a timeout): the user means it.
-                        stopping.killed_at = Some(now);
+                        stop.killed_at = Some(now);
+                        self.phase = Phase::Stopping(stop);
                         vec![Action::Kill]
                     }
-                    Some(_) => vec![Action::Forward(signal)],
-                    None => {
+                    Phase::Stopping(_) => vec![Action::Forward(signal)],
+                    Phase::Running => {
                         let actions = self.begin_stop(Reason::Cancelled(signal), signal, now);
                         if already_delivered {
                             Vec::new()
@@ -330,6 +397,7 @@ impl Policy {
                             actions
                         }
                     }
+                    Phase::Finished { .. } => Vec::new(),
                 }
             }
             _ if already_delivered => Vec::new(),
@@ -340,11 +408,11 @@ impl Policy {
     /// Reacts to the clock; call it whenever [`Policy::next_deadline`] has passed.
     /// `last_output` is when a drain last saw or delivered a byte.
     pub fn tick(&mut self, now: Instant, last_output: Instant) -> Vec<Action> {
-        if self.finished || self.paused_since.is_some() {
+        if self.finished() || self.paused_since.is_some() {
             return Vec::new();
         }
         let mut actions = Vec::new();
-        if self.stopping.is_none() && self.exited_at.is_none() {
+        if self.phase == Phase::Running {
             if self.wall_deadline.is_some_and(|d| d <= now) {
                 actions.extend(self.begin_stop(Reason::Timeout, self.limits.signal, now));
             } else if self.idle_deadline(last_output).is_some_and(|d| d <= now) {
@@ -360,12 +428,12 @@ impl Policy {
             // Past the hard end nothing more is waited for. What fell due by then went
             // out above, also when all of it fell due at once (an outer deadline
             // already past).
-            if !self.finished {
+            if !self.finished() {
                 actions.extend(self.finish_now());
             }
             return actions;
         }
-        if let Some(killed) = self.any_killed_at()
+        if let Some(killed) = self.stopping().and_then(|s| s.killed_at)
             && killed
                 .checked_add(self.limits.linger)
                 .is_some_and(|end| end <= now)
@@ -384,13 +452,13 @@ impl Policy {
     /// While the tree must still die (a stop in progress), the pipes stay open until it
     /// has or KILL went out, so that it dies of the signal and not of SIGPIPE.
     pub fn linger_verdict(&mut self, held: bool) -> Vec<Action> {
-        self.linger_checked = true;
-        if !held {
-            self.writers_gone = true;
-            return self.finish_if_done();
-        }
-        if self.waiting_for_tree() {
-            Vec::new()
+        let Phase::Exited(mut after) = self.phase else {
+            return Vec::new();
+        };
+        after.pipes = if held { Pipes::Held } else { Pipes::Delivering };
+        self.phase = Phase::Exited(after);
+        if !held || self.waiting_for_tree() {
+            self.finish_if_done()
         } else {
             self.finish_now()
         }
@@ -398,33 +466,35 @@ impl Policy {
 
     /// The rest of the command's tree has died (see [`Policy::waiting_for_tree`]).
     pub fn tree_gone(&mut self) -> Vec<Action> {
-        self.tree_gone = true;
+        if let Phase::Exited(mut after) = self.phase {
+            after.tree_gone = true;
+            self.phase = Phase::Exited(after);
+        }
         self.finish_if_done()
     }
 
     /// The next instant at which [`Policy::tick`] has something to do.
     pub fn next_deadline(&self, last_output: Instant) -> Option<Instant> {
-        if self.finished || self.paused_since.is_some() {
+        if self.finished() || self.paused_since.is_some() {
             return None;
         }
-        let mut next: Option<Instant> = None;
-        let mut consider = |d: Option<Instant>| {
-            if let Some(d) = d {
-                next = Some(next.map_or(d, |n| n.min(d)));
-            }
-        };
-        if self.stopping.is_none() && self.exited_at.is_none() {
-            consider(self.wall_deadline);
-            consider(self.idle_deadline(last_output));
-        }
-        consider(self.kill_deadline());
-        consider(
-            self.any_killed_at()
-                .and_then(|k| k.checked_add(self.limits.linger)),
-        );
-        consider(self.linger_deadline());
-        consider(self.hard_end);
-        next
+        let running = (self.phase == Phase::Running)
+            .then(|| [self.wall_deadline, self.idle_deadline(last_output)])
+            .unwrap_or_default();
+        let after_kill = self
+            .stopping()
+            .and_then(|s| s.killed_at)
+            .and_then(|k| k.checked_add(self.limits.linger));
+        running
+            .into_iter()
+            .chain([
+                self.kill_deadline(),
+                after_kill,
+                self.linger_deadline(),
+                self.hard_end,
+            ])
+            .flatten()
+            .min()
     }
 
     fn idle_deadline(&self, last_output: Instant) -> Option<Instant> {
@@ -433,55 +503,51 @@ impl Policy {
     }
 
     /// When KILL is due: `--kill-after` after the first signal (a stop, or leftovers
-    /// signalled at exit), unless the tree is already gone.
+    /// signalled at exit), unless it went out already or the tree is gone.
     fn kill_deadline(&self) -> Option<Instant> {
-        if self.any_killed_at().is_some() || self.tree_gone {
+        let stop = self.stopping()?;
+        if stop.killed_at.is_some() {
             return None;
         }
-        if let Some(stopping) = self.stopping {
-            if self.mode.share_group && self.exited_at.is_some() {
-                // Under --foreground KILL is for the command alone, and it is gone.
+        match self.phase {
+            Phase::Exited(after) if after.tree_gone => return None,
+            // Under --foreground KILL is for the command alone, and it is gone.
+            Phase::Exited(_) if self.mode.share_group && stop.reason != Reason::Leftovers => {
                 return None;
             }
-            // Due at the hard end at the latest: a stop that began late (every stage
-            // fell due at once) still ends with KILL, never with the tree running.
-            return match (stopping.kill_at, self.hard_end) {
-                (Some(kill), Some(end)) => Some(kill.min(end)),
-                (kill, _) => kill,
-            };
+            _ => {}
         }
-        if self.leftovers_signalled {
-            let exited = self.exited_at?;
-            return self.limits.kill_after.and_then(|k| exited.checked_add(k));
+        // Due at the hard end at the latest: a stop that began late (every stage fell
+        // due at once) still ends with KILL, never with the tree running.
+        match (stop.kill_at, self.hard_end) {
+            (Some(kill), Some(end)) => Some(kill.min(end)),
+            (kill, _) => kill,
         }
-        None
     }
 
     /// After the command exited, when to look at who still holds its pipes.
     fn linger_deadline(&self) -> Option<Instant> {
-        if self.open_streams == 0
-            || self.writers_gone
-            || self.linger_checked
-            || self.any_killed_at().is_some()
-        {
+        let Phase::Exited(after) = self.phase else {
+            return None;
+        };
+        if self.open_streams == 0 || after.pipes != Pipes::Lingering || self.killed() {
             return None;
         }
-        self.exited_at?.checked_add(self.limits.linger)
+        after.at.checked_add(self.limits.linger)
+    }
+
+    fn set_stop(&mut self, stop: Stop) {
+        match &mut self.phase {
+            Phase::Exited(after) => after.stop = Some(stop),
+            phase => *phase = Phase::Stopping(stop),
+        }
     }
 
     fn mark_killed(&mut self, now: Instant) {
-        match &mut self.stopping {
-            Some(stopping) => stopping.killed_at = Some(now),
-            // Leftovers KILLed after --kill-leftovers: not a stop of the command.
-            None => self.leftovers_killed_at = Some(now),
+        if let Some(mut stop) = self.stopping() {
+            stop.killed_at = Some(now);
+            self.set_stop(stop);
         }
-    }
-
-    /// When KILL went out, to the command or to its leftovers.
-    fn any_killed_at(&self) -> Option<Instant> {
-        self.stopping
-            .and_then(|s| s.killed_at)
-            .or(self.leftovers_killed_at)
     }
 
     fn begin_stop(&mut self, reason: Reason, signal: Signal, now: Instant) -> Vec<Action> {
@@ -489,12 +555,11 @@ impl Policy {
             Signal::SIGKILL => None,
             _ => self.limits.kill_after.and_then(|k| now.checked_add(k)),
         };
-        let killed_at = (signal == Signal::SIGKILL).then_some(now);
-        self.stopping = Some(Stopping {
+        self.phase = Phase::Stopping(Stop {
             reason,
             began: now,
             kill_at,
-            killed_at,
+            killed_at: (signal == Signal::SIGKILL).then_some(now),
         });
         let mut actions = Vec::new();
         if reason.is_limit() {
@@ -505,16 +570,17 @@ impl Policy {
     }
 
     fn finish_if_done(&mut self) -> Vec<Action> {
-        let tree_settled = !self.waiting_for_tree();
-        if self.exited_at.is_some() && self.open_streams == 0 && tree_settled {
-            self.finish_now()
-        } else {
-            Vec::new()
-        }
+        let done = matches!(self.phase, Phase::Exited(_))
+            && self.open_streams == 0
+            && !self.waiting_for_tree();
+        if done { self.finish_now() } else { Vec::new() }
     }
 
     fn finish_now(&mut self) -> Vec<Action> {
-        self.finished = true;
+        self.phase = Phase::Finished {
+            stop: self.stopping(),
+            exited: self.exited(),
+        };
         if self.open_streams > 0 {
             vec![Action::StopStreams, Action::Finish]
         } else {
@@ -534,14 +600,22 @@ impl Policy {
             return;
         };
         let paused: Duration = now.saturating_duration_since(since);
-        let shift = |t: Option<Instant>| t.and_then(|t| t.checked_add(paused));
-        self.wall_deadline = shift(self.wall_deadline);
-        self.hard_end = shift(self.hard_end);
-        self.exited_at = shift(self.exited_at);
-        self.leftovers_killed_at = shift(self.leftovers_killed_at);
-        if let Some(stopping) = &mut self.stopping {
-            stopping.kill_at = shift(stopping.kill_at);
-            stopping.killed_at = shift(stopping.killed_at);
+        let shift = |t: Instant| t.checked_add(paused).unwrap_or(t);
+        let shift_stop = |stop: &mut Stop| {
+            stop.kill_at = stop.kill_at.map(shift);
+            stop.killed_at = stop.killed_at.map(shift);
+        };
+        self.wall_deadline = self.wall_deadline.map(shift);
+        self.hard_end = self.hard_end.map(shift);
+        match &mut self.phase {
+            Phase::Stopping(stop) => shift_stop(stop),
+            Phase::Exited(after) => {
+                after.at = shift(after.at);
+                if let Some(stop) = &mut after.stop {
+                    shift_stop(stop);
+                }
+            }
+            _ => {}
         }
         self.quiet_since = now;
     }

@@ -625,23 +625,24 @@ impl Runner<'_> {
                 self.log_signal(signal, "forwarded");
             }
             Action::Kill => {
-                if let Some(stopping) = self.policy.stopping() {
-                    let waited = human(Instant::now() - stopping.began);
-                    let who = if self.policy.exited() {
-                        "processes of the command's tree"
-                    } else {
-                        "command"
-                    };
-                    self.notices.say(&format!(
-                        "{who} still running {waited} after {}; sending KILL",
-                        short_name(self.signal_for(stopping.reason))
-                    ));
-                } else {
-                    self.notices.say(&format!(
+                match self.policy.stopping() {
+                    Some(stopping) if stopping.reason != Reason::Leftovers => {
+                        let waited = human(Instant::now() - stopping.began);
+                        let who = if self.policy.exited() {
+                            "processes of the command's tree"
+                        } else {
+                            "command"
+                        };
+                        self.notices.say(&format!(
+                            "{who} still running {waited} after {}; sending KILL",
+                            short_name(self.signal_for(stopping.reason))
+                        ));
+                    }
+                    _ => self.notices.say(&format!(
                         "leftovers still running {} after {}; sending KILL",
                         human(self.limits.kill_after.unwrap_or_default()),
                         short_name(self.limits.signal)
-                    ));
+                    )),
                 }
                 self.signal_tree(Signal::SIGKILL, "escalation");
             }
@@ -768,7 +769,10 @@ impl Runner<'_> {
         if and_continue && self.group.signal(Signal::SIGCONT) {
             self.log_signal(Signal::SIGCONT, why);
         }
-        let stopping_the_command = self.policy.stopping().is_some();
+        let stopping_the_command = self
+            .policy
+            .stopping()
+            .is_some_and(|s| s.reason != Reason::Leftovers);
         if self.config.share_group && stopping_the_command {
             return;
         }
@@ -882,6 +886,7 @@ impl Runner<'_> {
         }
         let kill_leftovers = self.config.leftovers == Leftovers::Kill
             || (self.policy.stopping().is_some() && !self.config.share_group);
+        // (A stop of the command, or of its leftovers: either way what is left goes.)
         if exited {
             if kill_leftovers && self.group.pgid().is_some() {
                 // Before the reap: while the command is unreaped its group id cannot
@@ -896,7 +901,11 @@ impl Runner<'_> {
         if let Some(terminal) = &self.terminal {
             terminal.take_back();
         }
-        self.record.reason = self.policy.stopping().map(|s| s.reason);
+        self.record.reason = self
+            .policy
+            .stopping()
+            .map(|s| s.reason)
+            .filter(|r| *r != Reason::Leftovers);
         self.record.duration = self.start.elapsed();
         self.record.rusage = children_rusage();
         let ending = Ending {

@@ -32,7 +32,9 @@ fn background_child_holding_stdout_is_named_after_linger() {
 
 #[test]
 fn output_written_by_a_lingering_child_is_delivered() {
-    let out = saferun(["sh", "-c", "(sleep 0.3; echo late) & echo early"]).run();
+    // Within --linger (ten times the child's delay, for a busy machine).
+    let script = "(sleep 0.3; echo late) & echo early";
+    let out = saferun(["--linger", "3", "sh", "-c", script]).run();
     out.assert_code(0).assert_stdout("early\nlate\n");
     assert!(out.saferun_lines().is_empty(), "{out}");
 }
