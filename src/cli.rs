@@ -1,5 +1,6 @@
 //! The command line: clap's builder, which also carries the `--help` text, turned once
-//! into a plain [`Config`]. Nothing past this file sees clap.
+//! into plain [`Options`], checked, and then into a [`saferun::Command`]. Nothing past
+//! this file sees clap.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -9,13 +10,21 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Command, value_parser};
-use nix::sys::signal::Signal;
+use saferun::{Leftovers, Output, Signal, Stdin, Timestamps};
 
-use saferun::config::{
-    CapAction, Config, Inherited, Leftovers, Limits, OnTimeout, OutputConfig, ReportTarget,
-    StdinSource, Timestamps,
-};
-use saferun::{deadline, outcome, signal, units};
+use crate::units;
+
+/// What saferun's caller gave it that the command must get as from a plain exec. A
+/// closed standard stream stays closed for the command (`seq 10 >&-` fails the same way
+/// through saferun as without it, instead of its output vanishing), and an ignored
+/// SIGPIPE stays ignored (saferun ignores it for itself either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inherited {
+    pub stdin_closed: bool,
+    pub stdout_closed: bool,
+    pub stderr_closed: bool,
+    pub sigpipe_ignored: bool,
+}
 
 /// Every option, with its `--help` text. The ids are the long names.
 fn command() -> Command {
@@ -209,13 +218,49 @@ fn size(text: &str) -> Result<u64, String> {
 }
 
 fn signal_arg(text: &str) -> Result<Signal, String> {
-    signal::parse_signal(text).map_err(|e| format!("{e}; expected {}", signal::SIGNAL_FORM))
+    units::parse_signal(text).map_err(|e| format!("{e}; expected {}", units::SIGNAL_FORM))
 }
 
-/// Parses saferun's own arguments (the program name first). `Err` carries the exit
-/// status after the refusal was said (one `saferun:` line, 125, and the report if one is
-/// asked for; `--help`/`--version`: 0).
-pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Config, i32> {
+/// The command line, read: every option as the user gave it, typed.
+#[derive(Debug, Clone)]
+struct Options {
+    argv: Vec<OsString>,
+    timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    signal: Signal,
+    kill_after: Option<Duration>,
+    preserve_status: bool,
+    foreground: bool,
+    linger: Duration,
+    leftovers: Leftovers,
+    verbose: bool,
+    stdin: StdinOption,
+    stdout_file: Option<PathBuf>,
+    stderr_file: Option<PathBuf>,
+    append: bool,
+    tee: bool,
+    merge: bool,
+    max_output: Option<u64>,
+    kill_at_max_output: bool,
+    prefix: Option<String>,
+    timestamps: Option<Timestamps>,
+    quiet_unless_fail: bool,
+    report: Option<PathBuf>,
+    on_timeout: Option<(String, Duration)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StdinOption {
+    Inherit,
+    File(PathBuf),
+    Bytes(Vec<u8>),
+    Null,
+}
+
+/// Parses saferun's own arguments (the program name first) into the command to run.
+/// `Err` carries the exit status after the refusal was said (one `saferun:` line, 125,
+/// and the report if one is asked for; `--help`/`--version`: 0).
+pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<saferun::Command, i32> {
     let matches = match command().try_get_matches_from(&args) {
         Ok(matches) => matches,
         Err(error) => {
@@ -228,47 +273,66 @@ pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Config, i32> {
                 // Help that cannot be written (a full disk) is saferun's failure.
                 return Err(match error.print() {
                     Ok(()) => 0,
-                    Err(_) => i32::from(outcome::SAFERUN_FAILED),
+                    Err(_) => 125,
                 });
             }
             // What could be read of the command line still says where the report goes.
             let partial = command()
                 .ignore_errors(true)
                 .try_get_matches_from(&args)
-                .map(|m| into_config(&m, inherited));
-            return Err(refuse(partial.ok().as_ref(), one_line(&error)));
+                .ok()
+                .map(|m| options(&m).command(inherited));
+            return Err(refuse(partial.as_ref(), one_line(&error)));
         }
     };
-    let config = into_config(&matches, inherited);
-    match check(&matches, &config) {
-        Ok(()) => Ok(config),
-        Err(message) => Err(refuse(Some(&config), message)),
+    let options = options(&matches);
+    let command = options.command(inherited);
+    match check(&matches, &options) {
+        Ok(()) => {
+            if inherited.stdout_closed && options.tee && options.stdout_file.is_some() {
+                crate::say(
+                    "saferun's stdout is closed: the command's stdout goes to the file only",
+                );
+            }
+            if inherited.stderr_closed && options.tee && options.stderr_file.is_some() {
+                crate::say(
+                    "saferun's stderr is closed: the command's stderr goes to the file only",
+                );
+            }
+            Ok(command)
+        }
+        Err(message) => Err(refuse(Some(&command), message)),
     }
 }
 
-fn refuse(config: Option<&Config>, message: String) -> i32 {
-    let status = saferun::refuse(config, &message);
-    i32::from(status)
+/// Says why the run is refused (and reports it, when a report is asked for).
+fn refuse(command: Option<&saferun::Command>, message: String) -> i32 {
+    let error = match command {
+        Some(command) => command.refuse(message),
+        None => saferun::Error::Refused { message },
+    };
+    crate::say(&error.to_string());
+    error.code()
 }
 
 /// Options that contradict each other, or that would do nothing: refused rather than
 /// silently ignored, since the user meant something by them.
-fn check(matches: &ArgMatches, config: &Config) -> Result<(), String> {
+fn check(matches: &ArgMatches, options: &Options) -> Result<(), String> {
     let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-    let files = config.output.stdout_file.is_some() || config.output.stderr_file.is_some();
-    if config.output.merge && config.output.stderr_file.is_some() {
+    let files = options.stdout_file.is_some() || options.stderr_file.is_some();
+    if options.merge && options.stderr_file.is_some() {
         return Err("--stderr-file cannot be used with --merge (stderr goes into stdout)".into());
     }
-    if config.output.tee && !files {
+    if options.tee && !files {
         return Err("--tee needs --stdout-file or --stderr-file".into());
     }
-    if config.output.append && !files {
+    if options.append && !files {
         return Err("--append does nothing without --stdout-file or --stderr-file".into());
     }
-    if given("on-max-output") && config.output.max_output.is_none() {
+    if given("on-max-output") && options.max_output.is_none() {
         return Err("--on-max-output does nothing without --max-output".into());
     }
-    if given("on-timeout-limit") && config.on_timeout.is_none() {
+    if given("on-timeout-limit") && options.on_timeout.is_none() {
         return Err("--on-timeout-limit does nothing without --on-timeout".into());
     }
     if matches.get_flag("kill-leftovers")
@@ -280,9 +344,9 @@ fn check(matches: &ArgMatches, config: &Config) -> Result<(), String> {
             word(matches, "leftovers").unwrap_or_default()
         ));
     }
-    let everything_to_files = config.output.stdout_file.is_some()
-        && (config.output.stderr_file.is_some() || config.output.merge);
-    if config.output.quiet_unless_fail && everything_to_files && !config.output.tee {
+    let everything_to_files =
+        options.stdout_file.is_some() && (options.stderr_file.is_some() || options.merge);
+    if options.quiet_unless_fail && everything_to_files && !options.tee {
         return Err(
             "--quiet-unless-fail does nothing when every stream goes to a file \
                     (add --tee to hold a copy for the terminal)"
@@ -291,17 +355,17 @@ fn check(matches: &ArgMatches, config: &Config) -> Result<(), String> {
     }
     let limited = given("timeout")
         || given("idle-timeout")
-        || config.output.on_max_output == CapAction::Kill
-        || config.outer_deadline.is_some();
+        || options.kill_at_max_output
+        || std::env::var_os("SAFERUN_DEADLINE").is_some();
     if !limited {
         let limits = "a limit (--timeout, --idle-timeout or --on-max-output=kill)";
-        if config.limits.preserve_status {
+        if options.preserve_status {
             return Err(format!("--preserve-status does nothing without {limits}"));
         }
-        if config.on_timeout.is_some() {
+        if options.on_timeout.is_some() {
             return Err(format!("--on-timeout does nothing without {limits}"));
         }
-        if given("signal") && config.leftovers != Leftovers::Kill {
+        if given("signal") && options.leftovers != Leftovers::Kill {
             return Err(format!(
                 "--signal does nothing without {limits} or --leftovers=kill"
             ));
@@ -327,84 +391,141 @@ fn word<'a>(matches: &'a ArgMatches, id: &str) -> Option<&'a str> {
     matches.get_one::<String>(id).map(String::as_str)
 }
 
-fn into_config(matches: &ArgMatches, inherited: Inherited) -> Config {
+fn options(matches: &ArgMatches) -> Options {
     let path = |id: &str| matches.get_one::<PathBuf>(id).cloned();
     let limit = |id: &str| matches.get_one::<Limit>(id).and_then(|limit| limit.0);
     let word = |id: &str| word(matches, id);
     let stdin = if let Some(path) = path("stdin-file") {
-        StdinSource::File(path)
+        StdinOption::File(path)
     } else if let Some(input) = matches.get_one::<OsString>("input") {
-        StdinSource::Bytes(input.as_bytes().to_vec())
+        StdinOption::Bytes(input.as_bytes().to_vec())
     } else if matches.get_flag("no-stdin") {
-        StdinSource::Null
+        StdinOption::Null
     } else {
-        StdinSource::Inherit
+        StdinOption::Inherit
     };
-    let leftovers = match (matches.get_flag("kill-leftovers"), word("leftovers")) {
-        (true, _) | (_, Some("kill")) => Leftovers::Kill,
-        (_, Some("fail")) => Leftovers::Fail,
-        _ => Leftovers::Warn,
-    };
-    let report = path("report").map(|path| {
-        if path.as_os_str() == "-" {
-            ReportTarget::Stderr
-        } else {
-            ReportTarget::File(path)
-        }
-    });
-    Config {
+    Options {
         argv: matches
             .get_many::<OsString>("command")
             .into_iter()
             .flatten()
             .cloned()
             .collect(),
-        limits: Limits {
-            timeout: limit("timeout"),
-            idle_timeout: limit("idle-timeout"),
-            // Missing only from what is left of a command line that failed to parse.
-            signal: matches
-                .get_one::<Signal>("signal")
-                .copied()
-                .unwrap_or(Signal::SIGTERM),
-            kill_after: limit("kill-after"),
-            preserve_status: matches.get_flag("preserve-status"),
-            linger: limit("linger").unwrap_or(Duration::ZERO),
+        timeout: limit("timeout"),
+        idle_timeout: limit("idle-timeout"),
+        // Missing only from what is left of a command line that failed to parse.
+        signal: matches
+            .get_one::<Signal>("signal")
+            .copied()
+            .unwrap_or(Signal::SIGTERM),
+        kill_after: limit("kill-after"),
+        preserve_status: matches.get_flag("preserve-status"),
+        foreground: matches.get_flag("foreground"),
+        linger: limit("linger").unwrap_or(Duration::ZERO),
+        leftovers: match (matches.get_flag("kill-leftovers"), word("leftovers")) {
+            (true, _) | (_, Some("kill")) => Leftovers::Kill,
+            (_, Some("fail")) => Leftovers::Fail,
+            _ => Leftovers::Warn,
         },
-        share_group: matches.get_flag("foreground"),
-        leftovers,
         verbose: matches.get_flag("verbose"),
         stdin,
-        output: OutputConfig {
-            stdout_file: path("stdout-file"),
-            stderr_file: path("stderr-file"),
-            append: matches.get_flag("append"),
-            tee: matches.get_flag("tee"),
-            merge: matches.get_flag("merge"),
-            max_output: matches.get_one::<u64>("max-output").copied(),
-            on_max_output: match word("on-max-output") {
-                Some("kill") => CapAction::Kill,
-                _ => CapAction::Drop,
-            },
-            prefix: matches.get_one::<String>("prefix").cloned(),
-            timestamps: word("timestamps").map(|clock| match clock {
-                "utc" => Timestamps::Utc,
-                "local" => Timestamps::Local,
-                _ => Timestamps::Elapsed,
-            }),
-            quiet_unless_fail: matches.get_flag("quiet-unless-fail"),
-        },
-        report,
-        on_timeout: matches
-            .get_one::<String>("on-timeout")
-            .map(|command| OnTimeout {
-                command: command.clone(),
-                limit: limit("on-timeout-limit").unwrap_or(units::PRACTICALLY_NEVER),
-            }),
-        outer_deadline: std::env::var(deadline::ENV)
-            .ok()
-            .and_then(|v| deadline::parse(&v)),
-        inherited,
+        stdout_file: path("stdout-file"),
+        stderr_file: path("stderr-file"),
+        append: matches.get_flag("append"),
+        tee: matches.get_flag("tee"),
+        merge: matches.get_flag("merge"),
+        max_output: matches.get_one::<u64>("max-output").copied(),
+        kill_at_max_output: word("on-max-output") == Some("kill"),
+        prefix: matches.get_one::<String>("prefix").cloned(),
+        timestamps: word("timestamps").map(|clock| match clock {
+            "utc" => Timestamps::Utc,
+            "local" => Timestamps::Local,
+            _ => Timestamps::Elapsed,
+        }),
+        quiet_unless_fail: matches.get_flag("quiet-unless-fail"),
+        report: path("report"),
+        on_timeout: matches.get_one::<String>("on-timeout").map(|command| {
+            let limit = limit("on-timeout-limit").unwrap_or(units::PRACTICALLY_NEVER);
+            (command.clone(), limit)
+        }),
+    }
+}
+
+impl Options {
+    /// The command these options describe.
+    fn command(&self, inherited: Inherited) -> saferun::Command {
+        let mut command = saferun::Command::from_argv(&self.argv);
+        if let Some(timeout) = self.timeout {
+            command.timeout(timeout);
+        }
+        if let Some(idle) = self.idle_timeout {
+            command.idle_timeout(idle);
+        }
+        command
+            .signal(self.signal)
+            .kill_after(self.kill_after)
+            .preserve_status(self.preserve_status)
+            .own_group(!self.foreground)
+            .take_terminal(!self.foreground)
+            .linger(self.linger)
+            .leftovers(self.leftovers)
+            .print_notices(true, self.verbose)
+            .keep_sigpipe_ignored(inherited.sigpipe_ignored)
+            .stdin(match &self.stdin {
+                _ if inherited.stdin_closed && self.stdin == StdinOption::Inherit => {
+                    Stdin::closed()
+                }
+                StdinOption::Inherit => Stdin::inherit(),
+                StdinOption::File(path) => Stdin::file(path),
+                StdinOption::Bytes(bytes) => Stdin::bytes(bytes.clone()),
+                StdinOption::Null => Stdin::null(),
+            })
+            .stdout(self.output(self.stdout_file.as_ref(), inherited.stdout_closed));
+        if self.merge {
+            command.merge_stderr();
+        } else {
+            command.stderr(self.output(self.stderr_file.as_ref(), inherited.stderr_closed));
+        }
+        match &self.report {
+            Some(path) if path.as_os_str() == "-" => command.report_to_stderr(),
+            Some(path) => command.report(path),
+            None => &mut command,
+        };
+        if let Some((hook, limit)) = &self.on_timeout {
+            command.on_timeout(hook.clone(), *limit);
+        }
+        command
+    }
+
+    /// One output stream: to its file (also passed through with `--tee`), or to
+    /// saferun's own stream (closed for the command when saferun's is closed), shaped
+    /// as the options say.
+    fn output(&self, file: Option<&PathBuf>, own_closed: bool) -> Output {
+        let mut output = match file {
+            Some(path) if self.append => Output::append(path),
+            Some(path) => Output::file(path),
+            None if own_closed => return Output::closed(),
+            None => Output::inherit(),
+        };
+        if file.is_some() && self.tee && !own_closed {
+            output = output.tee();
+        }
+        if self.quiet_unless_fail {
+            output = output.hold_unless_failure();
+        }
+        if let Some(limit) = self.max_output {
+            output = output.cap(limit);
+            if self.kill_at_max_output {
+                output = output.kill_at_cap();
+            }
+        }
+        if let Some(prefix) = &self.prefix {
+            output = output.prefix(prefix.clone());
+        }
+        if let Some(clock) = self.timestamps {
+            output = output.timestamps(clock);
+        }
+        output
     }
 }
 
@@ -412,9 +533,12 @@ fn into_config(matches: &ArgMatches, inherited: Inherited) -> Config {
 mod tests {
     use super::*;
 
-    fn config(args: &[&str]) -> Config {
+    fn options_of(args: &[&str]) -> Options {
         let args = std::iter::once("saferun").chain(args.iter().copied());
-        parse(args.map(OsString::from).collect(), Inherited::default()).expect("parses")
+        let matches = command()
+            .try_get_matches_from(args.map(OsString::from))
+            .expect("parses");
+        options(&matches)
     }
 
     #[test]
@@ -424,30 +548,30 @@ mod tests {
 
     #[test]
     fn first_word_starts_the_command() {
-        let c = config(&["-t", "5", "ls", "-l", "--timeout", "3"]);
-        assert_eq!(c.argv, ["ls", "-l", "--timeout", "3"]);
-        assert_eq!(c.limits.timeout, Some(Duration::from_secs(5)));
-        let c = config(&["--", "-weird", "x"]);
-        assert_eq!(c.argv, ["-weird", "x"]);
+        let o = options_of(&["-t", "5", "ls", "-l", "--timeout", "3"]);
+        assert_eq!(o.argv, ["ls", "-l", "--timeout", "3"]);
+        assert_eq!(o.timeout, Some(Duration::from_secs(5)));
+        let o = options_of(&["--", "-weird", "x"]);
+        assert_eq!(o.argv, ["-weird", "x"]);
     }
 
     #[test]
     fn defaults() {
-        let c = config(&["true"]);
-        assert_eq!(c.limits.timeout, None);
-        assert_eq!(c.limits.kill_after, Some(Duration::from_secs(5)));
-        assert_eq!(c.limits.linger, Duration::from_secs(1));
-        assert_eq!(c.limits.signal, Signal::SIGTERM);
-        assert_eq!(c.leftovers, Leftovers::Warn);
-        assert_eq!(c.stdin, StdinSource::Inherit);
+        let o = options_of(&["true"]);
+        assert_eq!(o.timeout, None);
+        assert_eq!(o.kill_after, Some(Duration::from_secs(5)));
+        assert_eq!(o.linger, Duration::from_secs(1));
+        assert_eq!(o.signal, Signal::SIGTERM);
+        assert_eq!(o.leftovers, Leftovers::Warn);
+        assert_eq!(o.stdin, StdinOption::Inherit);
     }
 
     #[test]
     fn zero_disables() {
-        let c = config(&["-t", "0", "-k", "0", "--linger", "0", "true"]);
-        assert_eq!(c.limits.timeout, None);
-        assert_eq!(c.limits.kill_after, None);
-        assert_eq!(c.limits.linger, Duration::ZERO);
+        let o = options_of(&["-t", "0", "-k", "0", "--linger", "0", "true"]);
+        assert_eq!(o.timeout, None);
+        assert_eq!(o.kill_after, None);
+        assert_eq!(o.linger, Duration::ZERO);
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub fn parse(text: &str) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
 }
 
+/// The enclosing saferun's deadline, from this process's environment.
+pub(crate) fn from_env() -> Option<SystemTime> {
+    parse(std::env::var_os(ENV)?.to_str()?)
+}
+
 /// Writes a deadline as `SAFERUN_DEADLINE` carries it.
 pub fn format(deadline: SystemTime) -> String {
     let since = deadline.duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::config::OnTimeout;
+use crate::host::Host;
 use crate::notices::Notices;
 use crate::procfs;
 use crate::record::{OnTimeoutRun, TreeLine};
@@ -20,13 +21,11 @@ use crate::record::{OnTimeoutRun, TreeLine};
 /// Output of `--on-timeout` kept for the report.
 const KEPT_OUTPUT: usize = 64 * 1024;
 
-/// Every live process below saferun, with its state and what it waits on.
-/// `skip`: saferun's children that are not the run's (see [`procfs::table`]).
-pub fn tree(group: Option<i32>, subreaper: bool, skip: &[i32]) -> Vec<TreeLine> {
-    let me = std::process::id() as i32;
-    let table = procfs::table(me, subreaper, skip);
-    procfs::descendants(me, group, &table)
-        .into_iter()
+/// The job's tree, with each process's state and what it waits on.
+pub(crate) fn tree_lines(entries: &[procfs::TreeEntry]) -> Vec<TreeLine> {
+    entries
+        .iter()
+        .cloned()
         .map(|entry| TreeLine {
             pid: entry.proc.pid,
             ppid: entry.proc.ppid,
@@ -40,7 +39,7 @@ pub fn tree(group: Option<i32>, subreaper: bool, skip: &[i32]) -> Vec<TreeLine> 
 }
 
 /// The tree as indented lines for `--verbose`.
-pub fn render_tree(lines: &[TreeLine]) -> Vec<String> {
+pub(crate) fn render_tree(lines: &[TreeLine]) -> Vec<String> {
     lines
         .iter()
         .map(|l| {
@@ -57,13 +56,16 @@ pub fn render_tree(lines: &[TreeLine]) -> Vec<String> {
 }
 
 /// Runs `--on-timeout` through `/bin/sh -c`, passing its output to saferun's stderr as
-/// it comes, and kills it (its whole group) when its own limit runs out.
-pub fn run_on_timeout(
+/// it comes (when notices are printed), and kills it (its whole group) when its own
+/// limit runs out. Under a host, the hook is kept from the host's reaper: its status is
+/// read here.
+pub(crate) fn run_on_timeout(
     hook: &OnTimeout,
     pid: Pid,
     pgid: Option<Pid>,
     reason: &str,
     notices: &Notices,
+    host: Option<&Host>,
 ) -> OnTimeoutRun {
     let mut record = OnTimeoutRun {
         command: hook.command.clone(),
@@ -77,7 +79,8 @@ pub fn run_on_timeout(
     let Ok(writer_err) = writer.try_clone() else {
         return record;
     };
-    let spawned = Command::new("/bin/sh")
+    let mut command = Command::new("/bin/sh");
+    command
         .arg("-c")
         .arg(&hook.command)
         .env("SAFERUN_PID", pid.to_string())
@@ -89,32 +92,59 @@ pub fn run_on_timeout(
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer_err)
-        .process_group(0)
-        .spawn();
-    let child = match spawned {
-        Ok(child) => child,
-        Err(error) => {
-            record.output = format!("cannot start /bin/sh: {error}");
-            return record;
-        }
-    };
-    let hook_pid = Pid::from_raw(child.id() as i32);
-    let deadline = Instant::now() + hook.limit;
+        .process_group(0);
     let reader: OwnedFd = reader.into();
+    let mut failed = None;
+    // The command (and with it this process's copies of the pipe's write end) is gone
+    // once the hook runs, so that its end of output is seen.
+    let spawn = || {
+        let spawned = command.spawn();
+        drop(command);
+        spawned
+            .map(|child| Pid::from_raw(child.id() as i32))
+            .inspect_err(|error| failed = Some(error.to_string()))
+    };
+    let follow = |hook_pid: Option<Pid>| hook_pid.map(|p| follow(p, &reader, hook, notices));
+    let followed = match host {
+        Some(host) => host.spawn_helper(spawn, follow),
+        None => follow(spawn().ok()),
+    };
+    match followed {
+        Some((timed_out, exit_code, output)) => {
+            record.timed_out = timed_out;
+            record.exit_code = exit_code;
+            record.output = output;
+        }
+        None => record.output = format!("cannot start /bin/sh: {}", failed.unwrap_or_default()),
+    }
+    record
+}
+
+/// Follows the started hook to its end (bounded): whether its limit ran out, its exit
+/// code, and its output.
+fn follow(
+    hook_pid: Pid,
+    reader: &OwnedFd,
+    hook: &OnTimeout,
+    notices: &Notices,
+) -> (bool, Option<i32>, String) {
+    let deadline = Instant::now() + hook.limit;
     let mut kept = Vec::new();
-    record.timed_out = !copy_until(&reader, deadline, &mut kept, notices);
-    if record.timed_out {
+    let timed_out = !copy_until(reader, deadline, &mut kept, notices);
+    if timed_out {
         let _ = nix::sys::signal::killpg(hook_pid, Signal::SIGKILL);
     }
-    drop(reader);
-    record.exit_code = reap_bounded(
+    let exit_code = reap_bounded(
         hook_pid,
         deadline.max(Instant::now()) + Duration::from_secs(1),
     );
     // Whatever the hook started in the background goes with it.
     let _ = nix::sys::signal::killpg(hook_pid, Signal::SIGKILL);
-    record.output = String::from_utf8_lossy(&kept).into_owned();
-    record
+    (
+        timed_out,
+        exit_code,
+        String::from_utf8_lossy(&kept).into_owned(),
+    )
 }
 
 /// Copies the hook's output to stderr until end of file (`true`) or the deadline (`false`).
@@ -139,7 +169,9 @@ fn copy_until(reader: &OwnedFd, deadline: Instant, kept: &mut Vec<u8>, notices: 
         match nix::unistd::read(reader, &mut buffer) {
             Ok(0) => return true,
             Ok(n) => {
-                notices.raw(buffer[..n].to_vec());
+                if notices.printing() {
+                    notices.raw(buffer[..n].to_vec());
+                }
                 let room = KEPT_OUTPUT.saturating_sub(kept.len());
                 kept.extend_from_slice(&buffer[..n.min(room)]);
             }

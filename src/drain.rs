@@ -574,11 +574,7 @@ impl Drain {
             SinkError::Failed { what, error } => {
                 if !self.failed {
                     self.failed = true;
-                    let _ = self.events.send(Event::WriteFailed {
-                        stream: self.stream,
-                        what,
-                        error,
-                    });
+                    let _ = self.events.send(Event::WriteFailed { what, error });
                 }
                 None
             }

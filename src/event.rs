@@ -55,13 +55,9 @@ pub enum Event {
     /// A drain finished.
     StreamClosed { stream: Stream, end: StreamEnd },
     /// A stream reached `--max-output` under `--on-max-output=kill`.
-    CapReached(Stream),
+    CapReached,
     /// Writing a stream to its destination failed (disk full, …): saferun's own failure.
-    WriteFailed {
-        stream: Stream,
-        what: String,
-        error: std::io::Error,
-    },
+    WriteFailed { what: String, error: std::io::Error },
     /// Reading the input saferun feeds to the command failed: saferun's own failure, and
     /// the command must not take the break for the end of its input.
     InputFailed { what: String, error: std::io::Error },

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
-use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
 use nix::errno::Errno;
 use nix::sys::stat::SFlag;
@@ -25,13 +24,14 @@ use crate::pipes;
 use crate::splice::{self, Step};
 
 /// Where the feeder reads from.
-pub enum FeedSource {
+pub(crate) enum FeedSource {
     Fd(OwnedFd),
     Bytes(Vec<u8>),
+    Reader(Box<dyn io::Read + Send>),
 }
 
 /// The command's stdin as decided before spawning.
-pub struct StdinPlan {
+pub(crate) struct StdinPlan {
     /// What the command gets as its stdin (`None`: closed, as saferun's own was).
     pub fd: Option<OwnedFd>,
     /// If saferun feeds the command: what to copy, and the write end of its stdin pipe.
@@ -41,20 +41,27 @@ pub struct StdinPlan {
 }
 
 /// Decides the command's stdin. `file` is `--stdin-file`, already opened and checked
-/// (see [`crate::files`]); `closed` says saferun's own stdin was closed at start.
-pub fn plan(source: &StdinSource, file: Option<File>, closed: bool) -> Result<StdinPlan> {
+/// (see [`crate::files`]).
+pub(crate) fn plan(source: &StdinSource, file: Option<File>) -> io::Result<StdinPlan> {
     match source {
         StdinSource::Null => Ok(direct(null()?)),
+        StdinSource::Reader(reader) => {
+            let taken = reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match taken {
+                Some(reader) => fed(FeedSource::Reader(reader)),
+                // A reader serves one run; the next ones get nothing.
+                None => Ok(direct(null()?)),
+            }
+        }
         StdinSource::Bytes(bytes) => fed(FeedSource::Bytes(bytes.clone())),
         StdinSource::File(path) => {
             let file = match file {
                 Some(file) => file,
-                None => File::open(path)
-                    .with_context(|| format!("--stdin-file: cannot open '{}'", path.display()))?,
+                None => File::open(path)?,
             };
             from_fd(file.into())
         }
-        StdinSource::Inherit if closed => Ok(StdinPlan {
+        StdinSource::Closed => Ok(StdinPlan {
             fd: None,
             feed: None,
             file: None,
@@ -66,9 +73,8 @@ pub fn plan(source: &StdinSource, file: Option<File>, closed: bool) -> Result<St
     }
 }
 
-fn null() -> Result<OwnedFd> {
-    let null = File::open("/dev/null").context("cannot open /dev/null")?;
-    Ok(null.into())
+fn null() -> io::Result<OwnedFd> {
+    Ok(File::open("/dev/null")?.into())
 }
 
 fn direct(fd: OwnedFd) -> StdinPlan {
@@ -79,8 +85,8 @@ fn direct(fd: OwnedFd) -> StdinPlan {
     }
 }
 
-fn fed(source: FeedSource) -> Result<StdinPlan> {
-    let (reader, writer) = io::pipe().context("cannot create a pipe")?;
+fn fed(source: FeedSource) -> io::Result<StdinPlan> {
+    let (reader, writer) = io::pipe()?;
     Ok(StdinPlan {
         fd: Some(reader.into()),
         feed: Some((source, writer.into())),
@@ -90,13 +96,13 @@ fn fed(source: FeedSource) -> Result<StdinPlan> {
 
 /// Terminals, regular files and devices are given to the command as they are (a file
 /// stays seekable, a terminal stays interactive); pipes and sockets are fed.
-fn from_fd(fd: OwnedFd) -> Result<StdinPlan> {
+fn from_fd(fd: OwnedFd) -> io::Result<StdinPlan> {
     let kind = crate::pipes::file_type(&fd).unwrap_or(SFlag::S_IFIFO);
     if kind == SFlag::S_IFREG {
         let file = File::from(fd);
         let offset = nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
         return Ok(StdinPlan {
-            fd: Some(file.try_clone().context("cannot duplicate stdin")?.into()),
+            fd: Some(file.try_clone()?.into()),
             feed: None,
             file: Some((file, offset as u64)),
         });
@@ -116,7 +122,7 @@ pub fn file_bytes_consumed(file: &(File, u64)) -> u64 {
 const BUFFER_SIZE: usize = 128 * 1024;
 
 /// The feeder thread's work: copy `source` into the command's stdin `pipe`.
-pub struct Feeder {
+pub(crate) struct Feeder {
     pub source: FeedSource,
     pub pipe: OwnedFd,
     /// Counts the bytes the command accepted.
@@ -135,20 +141,25 @@ impl Feeder {
             .map(drop)
     }
 
-    fn run(self) {
-        let failed = match &self.source {
+    fn run(mut self) {
+        let failed = match &mut self.source {
             FeedSource::Bytes(bytes) => {
                 let _ = write_all(&self.pipe, bytes, &self.fed);
                 None
             }
             FeedSource::Fd(input) => copy(input, &self.pipe, &self.fed).err(),
+            FeedSource::Reader(reader) => copy_reader(reader, &self.pipe, &self.fed).err(),
         };
         if let Some(error) = failed {
             // The input broke off: an end of file now would pass a truncated input for a
             // complete one. saferun stops the command instead, and the pipe stays open
             // until it has.
+            let what = match self.source {
+                FeedSource::Reader(_) => "the command's stdin reader",
+                _ => "saferun's stdin",
+            };
             let _ = self.events.send(Event::InputFailed {
-                what: "saferun's stdin".into(),
+                what: what.into(),
                 error,
             });
             self.stop.wait();
@@ -211,6 +222,27 @@ fn copy(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> io::Result<()> {
             }
             Err(Errno::EINTR | Errno::EAGAIN) => {}
             Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Copies what a reader gives into `pipe`, until it ends or the command stops reading.
+fn copy_reader(
+    reader: &mut (dyn io::Read + Send),
+    pipe: &OwnedFd,
+    fed: &AtomicU64,
+) -> io::Result<()> {
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                if write_all(pipe, &buffer[..n], fed).is_err() {
+                    return Ok(());
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! saferun's own signals, turned into events for the main thread.
+//! The process's own signals, caught for the host to pass on to its jobs.
 //!
 //! Every signal that would end saferun is caught so it can be passed on to the command
 //! (and escalated) instead, except those ignored when saferun started: a background job
@@ -11,13 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use crossbeam_channel::Sender;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::Cause;
-
-use crate::event::Event;
 
 /// The signals saferun forwards: all that would end it and that a handler may catch,
 /// plus job control (TSTP, CONT).
@@ -46,26 +43,26 @@ pub(crate) const FORWARDED: &[Signal] = &[
 ];
 
 /// Installed handlers; signals that arrive before [`Handlers::start`] wait in its pipe.
-pub struct Handlers(SignalsInfo<WithOrigin>);
+pub(crate) struct Handlers(SignalsInfo<WithOrigin>);
 
 /// Tells whether saferun was continued since it was last told to stop, counted in the
 /// signal handlers themselves: a TSTP quickly followed by CONT must not leave saferun
 /// stopping itself after the CONT already came (nobody would send another).
 #[derive(Clone, Default)]
-pub struct ContWatch {
+pub(crate) struct ContWatch {
     conts: Arc<AtomicUsize>,
     at_stop: Arc<AtomicUsize>,
 }
 
 impl ContWatch {
     /// Notes "saferun is about to stop" (for a stop that did not come as TSTP).
-    pub fn mark_stop(&self) {
+    pub(crate) fn mark_stop(&self) {
         self.at_stop
             .store(self.conts.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// Whether a CONT arrived since the last TSTP (or [`ContWatch::mark_stop`]).
-    pub fn continued_since_stop(&self) -> bool {
+    pub(crate) fn continued_since_stop(&self) -> bool {
         self.conts.load(Ordering::SeqCst) != self.at_stop.load(Ordering::SeqCst)
     }
 
@@ -92,7 +89,7 @@ impl ContWatch {
 
 /// Installs the handlers. Done before the command starts, so that no signal (and no
 /// SIGCHLD) is missed.
-pub fn install(watch: &ContWatch) -> io::Result<Handlers> {
+pub(crate) fn install(watch: &ContWatch) -> io::Result<Handlers> {
     let wanted: Vec<i32> = FORWARDED
         .iter()
         .filter(|signal| matches!(signal, Signal::SIGCONT | Signal::SIGCHLD) || !ignored(**signal))
@@ -111,24 +108,17 @@ pub fn install(watch: &ContWatch) -> io::Result<Handlers> {
 }
 
 impl Handlers {
-    /// Starts the thread that reports each signal as an event.
-    pub fn start(self, events: Sender<Event>) -> io::Result<()> {
+    /// Starts the thread that hands each signal to `dispatch`, with whether the kernel
+    /// (the terminal) sent it rather than a process with `kill`.
+    pub(crate) fn start(self, dispatch: impl Fn(Signal, bool) + Send + 'static) -> io::Result<()> {
         let mut signals = self.0;
         thread::Builder::new()
             .name("signals".into())
             .stack_size(64 * 1024)
             .spawn(move || {
                 for origin in signals.forever() {
-                    let Ok(signal) = Signal::try_from(origin.signal) else {
-                        continue;
-                    };
-                    let from_kernel = matches!(origin.cause, Cause::Kernel);
-                    let event = Event::Signal {
-                        signal,
-                        from_kernel,
-                    };
-                    if events.send(event).is_err() {
-                        return;
+                    if let Ok(signal) = Signal::try_from(origin.signal) {
+                        dispatch(signal, matches!(origin.cause, Cause::Kernel));
                     }
                 }
             })

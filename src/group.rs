@@ -82,8 +82,7 @@ pub fn become_subreaper() -> bool {
     }
 }
 
-/// What changed about the command since the last look, if anything: called on every
-/// SIGCHLD. It peeks at an exit without reaping (`waitid` with `WNOWAIT`), so the main
+/// What changed about the command since the last look, if anything. It peeks at an exit without reaping (`waitid` with `WNOWAIT`), so the main
 /// thread decides when the pid is freed (see [`reap`]); stops and continues are consumed.
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 pub fn child_change(pid: Pid) -> Option<Event> {
@@ -146,32 +145,6 @@ pub fn reap(pid: Pid) {
     let _ = pid;
 }
 
-/// Reaps orphans (re-parented to saferun) that have exited, leaving the command itself
-/// alone, so that a long run does not collect zombies.
-pub fn reap_exited_orphans(command: Pid) {
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    {
-        use nix::sys::wait::{Id, waitid};
-        let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        loop {
-            match waitid(Id::All, peek) {
-                Err(Errno::EINTR) => continue,
-                Ok(status) => match status.pid() {
-                    Some(pid) if pid != command => {
-                        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
-                    }
-                    // Nothing exited, or the command did: it is reaped at the end, and
-                    // any orphan behind it then too.
-                    _ => return,
-                },
-                Err(_) => return,
-            }
-        }
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    let _ = command;
-}
-
 /// Whether saferun has any child at all (one system call; before the command starts,
 /// any child is one the process that exec'd saferun left behind).
 pub fn has_children() -> bool {
@@ -191,17 +164,79 @@ pub fn has_children() -> bool {
     }
 }
 
-/// Reaps every exited child (orphans re-parented to saferun) and says whether a live
-/// one remains. Call only after the command itself was reaped.
-pub fn reap_orphans() -> bool {
+/// Watches the command from a thread of its own: each change of its state (stopped,
+/// continued, exited) becomes an event. An exit is only peeked at (`waitid` with
+/// `WNOWAIT`): the job reaps the pid itself, once it has sent its last signal to it, so
+/// the pid and group id cannot be reused by an unrelated process meanwhile. The thread
+/// ends with the command's exit.
+pub(crate) fn watch(pid: Pid, events: crossbeam_channel::Sender<Event>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("waiter".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            while let Some(change) = wait_change(pid) {
+                let exited = matches!(change, Event::Exited(_));
+                if events.send(change).is_err() || exited {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// Blocks until the command changes state; `None` if it cannot be waited for.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn wait_change(pid: Pid) -> Option<Event> {
+    use nix::sys::wait::{Id, waitid};
+    let peek = WaitPidFlag::WEXITED
+        | WaitPidFlag::WSTOPPED
+        | WaitPidFlag::WCONTINUED
+        | WaitPidFlag::WNOWAIT;
     loop {
-        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => return true,
-            Ok(_) => continue,
+        match waitid(Id::Pid(pid), peek) {
             Err(Errno::EINTR) => continue,
-            Err(_) => return false,
+            Err(_) => return None,
+            Ok(_) => {
+                if let Some(change) = child_change(pid) {
+                    return Some(change);
+                }
+            }
         }
     }
+}
+
+/// Platforms without `waitid(WNOWAIT)`: the command is reaped here. Its pid could then be
+/// reused before saferun's last group signal; the window is a few microseconds.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn wait_change(pid: Pid) -> Option<Event> {
+    let flags = WaitPidFlag::WUNTRACED | WaitPidFlag::WCONTINUED;
+    loop {
+        return match waitpid(pid, Some(flags)) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => None,
+            Ok(WaitStatus::Stopped(_, signal)) => Some(Event::Stopped(signal as i32)),
+            Ok(WaitStatus::Continued(_)) => Some(Event::Continued),
+            Ok(other) => child_end(other).map(Event::Exited),
+        };
+    }
+}
+
+/// Reaps the process's exited children that `keep` does not claim (orphans re-parented
+/// to a subreaper; never a job's own command, whose status its job reads), and says
+/// whether a live one of them remains.
+pub(crate) fn reap_orphans(children: &[i32], keep: impl Fn(i32) -> bool) -> bool {
+    let mut live = false;
+    for &child in children.iter().filter(|pid| !keep(**pid)) {
+        loop {
+            match waitpid(Pid::from_raw(child), Some(WaitPidFlag::WNOHANG)) {
+                Err(Errno::EINTR) => continue,
+                Ok(WaitStatus::StillAlive) => live = true,
+                _ => {}
+            }
+            break;
+        }
+    }
+    live
 }
 
 /// The terminal saferun hands to the command for the run, as a shell does for a job.

@@ -1,38 +1,82 @@
-//! saferun: run a command so that it never hangs on a full pipe, never outlives its time
-//! limit, never eats unbounded memory, and always says how it ended.
+//! Run a command so that it never hangs on a full pipe, never outlives its time limit,
+//! never eats unbounded memory, and always says how it ended.
 //!
-//! The data flow, argv to exit status:
-//! [`config`] (what to do) → [`run`] wires [`spawn`], [`feed`], [`drain`] into [`sink`]s (built by [`output`]),
-//! and [`forward`] (signals, SIGCHLD for [`group`]), all sending [`event`]s to one loop that asks
-//! [`policy`] what to do → [`outcome`] picks the exit status → [`report`] says what
-//! happened.
+//! `std::process::Command::output()` reads until end of file, so a grandchild that
+//! keeps the pipe open hangs it; it has no timeout, no way to stop a whole process tree,
+//! and holds all output in memory. [`Command`] does all of that right:
+//!
+//! ```
+//! use std::time::Duration;
+//! use saferun::{Command, Ending, Output};
+//!
+//! // A grandchild keeps stdout open for a minute: the run still ends, a linger after
+//! // the command, and says who held the pipe.
+//! let outcome = Command::new("sh")
+//!     .args(["-c", "sleep 60 & echo done"])
+//!     .timeout(Duration::from_secs(30))
+//!     .linger(Duration::from_millis(200))
+//!     .stdout(Output::capture())
+//!     .run()?;
+//! assert_eq!(outcome.ending(), &Ending::Exited(0));
+//! assert_eq!(outcome.stdout().text(), "done\n");
+//! assert_eq!(outcome.pipe_holders()[0].command, "sleep 60");
+//! # for p in outcome.pipe_holders() { unsafe { libc::kill(p.pid as i32, 9); } }
+//! # Ok::<(), saferun::Error>(())
+//! ```
+//!
+//! A run that starts always ends in an [`Outcome`] (exited, killed by a signal, timed
+//! out, …, with the exit code GNU `timeout` would give it); an [`Error`] means nothing
+//! could be started. [`Command::spawn`] returns a [`Handle`] instead, to wait with a
+//! deadline or stop the job; many jobs may run at once, from many threads.
+//!
+//! A job touches nothing outside its own command: no signal handler, no other process.
+//! What only a whole process can do (pass its signals on to every job, find
+//! descendants that left their command's group, hand over the terminal) is the
+//! [`Host`]'s, which a program installs once and its commands opt into.
+//!
+//! Linux is the main platform; elsewhere on Unix the library builds and runs without
+//! the Linux-only parts (no subreaper, no `/proc` to name leftovers, no `splice`).
+//!
+//! The data flow of one job, from its command to its outcome, in the modules' own
+//! words: [`Command`] fills a `config`; the job (`job`) opens its `files`, `spawn`s the
+//! command, and starts a `drain` per output pipe (moving bytes into `sink`s built by
+//! `output`, with `splice` where it pays) and a `feed`er for stdin; the `group` waiter
+//! and the drains send `event`s to the job's loop, which asks the `policy` what to do;
+//! at the end the `record` becomes the [`Outcome`] and the `report`.
 
-pub mod config;
-pub mod deadline;
-pub mod diagnose;
-pub mod drain;
-pub mod event;
-pub mod feed;
-pub mod files;
-pub mod forward;
-pub mod group;
-pub mod notices;
-pub mod outcome;
-pub mod output;
-pub mod pipes;
-pub mod policy;
-pub mod procfs;
-pub mod record;
-pub mod report;
-pub mod run;
-pub mod signal;
-pub mod sink;
-pub mod spawn;
-pub mod spill;
-pub mod splice;
-pub mod stdio;
-pub mod units;
+mod command;
+mod config;
+mod deadline;
+mod diagnose;
+mod drain;
+mod error;
+mod event;
+mod feed;
+mod files;
+mod forward;
+mod group;
+mod handle;
+mod host;
+mod job;
+mod notices;
+mod outcome;
+mod output;
+mod pipes;
+mod policy;
+mod procfs;
+mod record;
+mod report;
+mod signal;
+mod sink;
+mod spawn;
+mod spill;
+mod splice;
+mod stdio;
 
-pub use config::Config;
-pub use outcome::Exit;
-pub use run::{refuse, run};
+pub use command::{Command, Output, Stdin};
+pub use config::{Leftovers, Timestamps};
+pub use error::Error;
+pub use handle::Handle;
+pub use host::Host;
+pub use nix::sys::signal::Signal;
+pub use outcome::{Captured, Ending, Limit, Outcome, Process, Usage};

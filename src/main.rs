@@ -8,15 +8,16 @@
 #![cfg_attr(not(test), no_main)]
 
 mod cli;
+mod units;
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, IntoRawFd};
 
+use cli::Inherited;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
 use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::stat::Mode;
-use saferun::config::Inherited;
-use saferun::{Exit, group};
+use saferun::Host;
 
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
@@ -35,16 +36,35 @@ extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
     start(args, inherited)
 }
 
+/// parse → host → run → exit as the run ended.
 #[cfg_attr(test, allow(dead_code))]
 fn start(args: Vec<OsString>, inherited: Inherited) -> ! {
-    let config = match cli::parse(args, inherited) {
-        Ok(config) => config,
-        Err(exit) => std::process::exit(exit),
+    let mut command = match cli::parse(args, inherited) {
+        Ok(command) => command,
+        Err(status) => std::process::exit(status),
     };
-    match saferun::run(&config) {
-        Exit::Code(code) => std::process::exit(i32::from(code)),
-        Exit::Raise(signal) => group::die_of(signal),
+    let host = match Host::install_with_terminal() {
+        Ok(host) => host,
+        Err(error) => {
+            say(&error.to_string());
+            std::process::exit(error.code());
+        }
+    };
+    match command.host(&host).run() {
+        Ok(outcome) => outcome.exit(),
+        Err(error) => {
+            say(&error.to_string());
+            std::process::exit(error.code());
+        }
     }
+}
+
+/// One `saferun:` line on stderr, with one write(2) and without std's stderr lock (which
+/// a writer stuck on a full stderr may hold), and never a panic on a stderr that cannot
+/// be written.
+fn say(message: &str) {
+    let line = format!("saferun: {message}\n");
+    let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
 }
 
 /// What std's runtime would have done and saferun relies on. Returns what the command

@@ -18,8 +18,11 @@ use crate::stdio::{own_stream, write_all_waiting};
 /// Each line is written with one `write`, so it is never torn by the command's own
 /// stderr passing through at the same time.
 #[derive(Clone)]
-pub struct Notices {
-    pub verbose: bool,
+pub(crate) struct Notices {
+    /// Notices are printed at all (saferun's command line; a library says nothing unless
+    /// asked).
+    print: bool,
+    verbose: bool,
     writer: Arc<OnceLock<Sender<Job>>>,
     /// How the last line on saferun's stderr ended: a notice after a partial line starts
     /// with a newline.
@@ -29,9 +32,10 @@ pub struct Notices {
 type Job = Box<dyn FnOnce() + Send>;
 
 impl Notices {
-    pub fn new(verbose: bool) -> Notices {
+    pub fn new(print: bool, verbose: bool) -> Notices {
         Notices {
-            verbose,
+            print,
+            verbose: print && verbose,
             writer: Arc::new(OnceLock::new()),
             line_end: Arc::new(LineEnd::default()),
         }
@@ -42,10 +46,22 @@ impl Notices {
         self.line_end.clone()
     }
 
+    /// Whether notices are printed.
+    pub fn printing(&self) -> bool {
+        self.print
+    }
+
+    /// Whether the `--verbose` ones are too.
+    pub fn verbose(&self) -> bool {
+        self.verbose
+    }
+
     /// A line that is always printed (when notices are printed at all).
     pub fn say(&self, message: &str) {
-        let line = format!("saferun: {message}\n");
-        self.raw(line.into_bytes());
+        if self.print {
+            let line = format!("saferun: {message}\n");
+            self.raw(line.into_bytes());
+        }
     }
 
     /// A line printed only with `--verbose`.
@@ -116,6 +132,7 @@ impl Notices {
 impl std::fmt::Debug for Notices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Notices")
+            .field("print", &self.print)
             .field("verbose", &self.verbose)
             .finish()
     }
@@ -129,7 +146,7 @@ impl std::fmt::Debug for Notices {
 /// notice starts with a newline to be sure. Only a busy stream is spliced, so at worst a
 /// notice after a large burst of output follows an empty line.
 #[derive(Debug, Default)]
-pub struct LineEnd {
+pub(crate) struct LineEnd {
     /// 0: at the start of a line; 1: in the middle of one; 2: unknown.
     state: AtomicU8,
 }

@@ -1,45 +1,37 @@
-//! The command's stdout and stderr on their way out: opening `-o`/`-e` files before
-//! anything runs, assembling each stream's chain of sinks, and releasing output held by
-//! `--quiet-unless-fail` once the exit status is known.
+//! The command's stdout and stderr on their way out: assembling each stream's chain of
+//! sinks from its configuration, and releasing output held by `--quiet-unless-fail`
+//! once the exit status is known.
 
 use std::fs::File;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::Result;
 use crossbeam_channel::Sender;
 
-use crate::config::{CapAction, Inherited, OutputConfig};
+use crate::config::{CapAction, StreamConfig, Target};
 use crate::event::{Event, Stream};
 use crate::notices::Notices;
-use crate::sink::{Cap, CapStats, Destination, Fanout, Held, HeldOutput, Hold, Lines, Sink};
+use crate::sink::{
+    Cap, CapStats, Capture, Destination, Discard, Fanout, Held, HeldOutput, Hold, LineCalls, Lines,
+    Sink,
+};
 use crate::stdio::{own_stream, own_streams_are_one_file};
 
-/// The files named with `-o` and `-e`, opened (and checked) before the command starts
-/// (see [`crate::files`]), each with the words that name it in messages.
-pub struct OpenFiles {
-    stdout: Option<(File, String)>,
-    stderr: Option<(File, String)>,
-}
-
-impl OpenFiles {
-    pub fn new(stdout: Option<(File, String)>, stderr: Option<(File, String)>) -> OpenFiles {
-        OpenFiles { stdout, stderr }
-    }
-}
-
 /// Whether a `--max-output` of `limit` bytes keeps its tail in a temporary file.
-pub fn cap_spills(limit: u64) -> bool {
+pub(crate) fn cap_spills(limit: u64) -> bool {
     limit - limit.div_ceil(2) > crate::sink::RING_IN_MEMORY
 }
 
 /// What one stream's chain needs to know.
-pub struct StreamSetup<'a> {
+pub(crate) struct StreamSetup<'a> {
     pub stream: Stream,
-    pub config: &'a OutputConfig,
-    /// saferun's own streams that were closed at start: nothing passes through to them.
-    pub inherited: &'a Inherited,
+    /// The label `{stream}` stands for: under `--merge` both streams arrive as `out`.
+    pub label: &'static str,
+    pub config: &'a StreamConfig,
+    /// Its file (`-o`/`-e`), opened and checked before the command started, with the
+    /// words that name it in messages.
+    pub file: Option<(File, String)>,
     pub pid: i32,
     pub command: &'a str,
     pub start: Instant,
@@ -47,99 +39,107 @@ pub struct StreamSetup<'a> {
     pub events: Sender<Event>,
 }
 
-/// One stream's sink chain and the handles the run keeps.
-pub struct Built {
+/// One stream's sink chain and the handles the job keeps.
+pub(crate) struct Built {
     pub sink: Box<dyn Sink>,
     pub cap: Option<Arc<CapStats>>,
     pub held: Option<HeldOutput>,
+    pub captured: Option<Arc<Mutex<Vec<u8>>>>,
 }
 
-impl OpenFiles {
-    /// Builds the chain for `setup.stream`, taking its file if it has one.
-    pub fn build(&mut self, setup: StreamSetup<'_>) -> Result<Built> {
-        let config = setup.config;
-        let file = match setup.stream {
-            Stream::Stdout => self.stdout.take(),
-            Stream::Stderr => self.stderr.take(),
-        };
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-        let to_file = file.is_some();
-        if let Some((file, what)) = file {
-            sinks.push(Box::new(Destination::file(file, what)));
+/// Builds the chain for one stream:
+///
+/// ```text
+/// drain ─▶ Cap (--max-output) ─▶ Lines (--prefix/--timestamps) ─▶ Fanout ─┬▶ file, capture or callback
+///                                                                          └▶ [Hold (--quiet-unless-fail)] ─▶ the process's own stream
+/// ```
+pub(crate) fn build(setup: StreamSetup<'_>) -> Built {
+    let config = setup.config;
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut captured = None;
+    match &config.to {
+        Target::File { .. } => {
+            if let Some((file, what)) = setup.file {
+                sinks.push(Box::new(Destination::file(file, what)));
+            }
         }
-        let mut held = None;
-        let own_closed = match setup.stream {
-            Stream::Stdout => setup.inherited.stdout_closed,
-            Stream::Stderr => setup.inherited.stderr_closed,
-        };
-        if to_file && config.tee && own_closed {
-            setup.notices.say(&format!(
-                "saferun's {} is closed: the command's {} goes to the file only",
-                setup.stream.name(),
-                setup.stream.name()
-            ));
-        } else if !to_file || config.tee {
-            if config.quiet_unless_fail {
-                let output = Held::new();
-                held = Some(output.clone());
-                sinks.push(Box::new(Hold::new(output)));
-            } else {
-                let own = own_stream(setup.stream)?;
-                // saferun's notices go to its stderr: that stream, or stdout when it is
-                // the same file (a terminal, `2>&1`), must tell how its last line ended.
-                let shares_notices = match setup.stream {
-                    Stream::Stderr => true,
-                    Stream::Stdout => own_streams_are_one_file(),
-                };
-                let line_end = shares_notices.then(|| setup.notices.line_end());
-                sinks.push(Box::new(Destination::own_stream(
+        Target::Capture => {
+            let buffer = Arc::new(Mutex::new(Vec::new()));
+            captured = Some(buffer.clone());
+            sinks.push(Box::new(Capture::new(buffer)));
+        }
+        Target::Lines(callback) => sinks.push(Box::new(LineCalls::new(callback.clone()))),
+        Target::Null => sinks.push(Box::new(Discard)),
+        Target::Inherit | Target::Closed => {}
+    }
+    let mut held = None;
+    if config.passes_through() {
+        if config.hold_unless_failure {
+            let output = Held::new();
+            held = Some(output.clone());
+            sinks.push(Box::new(Hold::new(output)));
+        } else {
+            // saferun's notices go to its stderr: that stream, or stdout when it is the
+            // same file (a terminal, `2>&1`), must tell how its last line ended.
+            let shares_notices = match setup.stream {
+                Stream::Stderr => true,
+                Stream::Stdout => own_streams_are_one_file(),
+            };
+            let line_end = shares_notices.then(|| setup.notices.line_end());
+            match own_stream(setup.stream) {
+                Ok(own) => sinks.push(Box::new(Destination::own_stream(
                     own,
                     setup.stream,
                     line_end,
-                )));
+                ))),
+                Err(_) => sinks.push(Box::new(Discard)),
             }
         }
-        let mut sink: Box<dyn Sink> = if sinks.len() == 1 {
-            sinks.pop().unwrap_or_else(|| unreachable!())
-        } else {
-            Box::new(Fanout::new(sinks))
-        };
-        if config.prefix.is_some() || config.timestamps.is_some() {
-            // Under --merge both streams arrive on stdout: `out`.
-            let label = match setup.stream {
-                Stream::Stdout => "out",
-                Stream::Stderr => "err",
-            };
-            let prefix = Lines::render_prefix(
-                config.prefix.as_deref().unwrap_or(""),
-                label,
-                setup.pid,
-                setup.command,
-            );
-            sink = Box::new(Lines::new(sink, prefix, config.timestamps, setup.start));
-        }
-        let mut cap = None;
-        if let Some(limit) = config.max_output {
-            let stats = Arc::new(CapStats::default());
-            cap = Some(stats.clone());
-            let kill = (config.on_max_output == CapAction::Kill).then_some(setup.events);
-            sink = Box::new(Cap::new(
-                sink,
-                limit,
-                setup.stream,
-                stats,
-                setup.notices,
-                kill,
-            ));
-        }
-        Ok(Built { sink, cap, held })
+    }
+    let mut sink: Box<dyn Sink> = if sinks.len() == 1 {
+        sinks.remove(0)
+    } else {
+        Box::new(Fanout::new(sinks))
+    };
+    if config.line_mode() {
+        let prefix = Lines::render_prefix(
+            config.prefix.as_deref().unwrap_or(""),
+            setup.label,
+            setup.pid,
+            setup.command,
+        );
+        sink = Box::new(Lines::new(sink, prefix, config.timestamps, setup.start));
+    }
+    let mut cap = None;
+    if let Some(limit) = config.cap {
+        let stats = Arc::new(CapStats::default());
+        cap = Some(stats.clone());
+        let kill = (config.on_cap == CapAction::Kill).then_some(setup.events);
+        // A capture hands back the head and the tail; where the cut is, the outcome
+        // says, without a marker in the bytes.
+        let marker = !matches!(config.to, Target::Capture) || config.passes_through();
+        sink = Box::new(Cap::new(
+            sink,
+            limit,
+            setup.stream,
+            stats,
+            setup.notices,
+            kill,
+            marker,
+        ));
+    }
+    Built {
+        sink,
+        cap,
+        held,
+        captured,
     }
 }
 
 /// `--quiet-unless-fail`: prints what was held, stream by stream, if the run failed. The
 /// copying happens on the notices writer, so a stalled reader cannot hold saferun past
 /// its bound (see [`Notices::flush`]).
-pub fn release_held(held: Vec<(Stream, HeldOutput)>, failed: bool, notices: &Notices) {
+pub(crate) fn release_held(held: Vec<(Stream, HeldOutput)>, failed: bool, notices: &Notices) {
     for (stream, output) in held {
         if !failed {
             let bytes = output.lock().map(|o| o.len()).unwrap_or(0);

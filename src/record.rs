@@ -111,7 +111,7 @@ pub struct Rusage {
 }
 
 /// Everything known about a run, filled in as it goes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Record {
     pub argv: Vec<String>,
     pub pid: Option<i32>,

@@ -261,6 +261,91 @@ impl Sink for Fanout {
     }
 }
 
+/// Output read and dropped: still counted, still seen by `--idle-timeout`.
+pub struct Discard;
+
+impl Sink for Discard {
+    fn write(&mut self, _: &[u8]) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Output kept in memory for the outcome (a library's `Output::capture`). Unbounded
+/// unless a cap (`Cap`) sits in front of it.
+pub struct Capture {
+    bytes: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Capture {
+    pub fn new(bytes: Arc<Mutex<Vec<u8>>>) -> Capture {
+        Capture { bytes }
+    }
+}
+
+impl Sink for Capture {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Each line handed to a callback, without its line ending (`\n` or `\r\n`); a line
+/// longer than the line buffer is handed over in pieces, and a last line without an
+/// ending at the end.
+pub struct LineCalls {
+    callback: crate::config::LineCallback,
+    partial: Vec<u8>,
+}
+
+impl LineCalls {
+    pub fn new(callback: crate::config::LineCallback) -> LineCalls {
+        LineCalls {
+            callback,
+            partial: Vec::new(),
+        }
+    }
+
+    fn call(&self, line: &[u8]) {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        (self.callback.lock().unwrap_or_else(|e| e.into_inner()))(line);
+    }
+}
+
+impl Sink for LineCalls {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let mut rest = bytes;
+        while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+            let (line, after) = rest.split_at(at + 1);
+            if self.partial.is_empty() {
+                self.call(line);
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                self.call(&whole);
+            }
+            rest = after;
+        }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() >= LINE_BUFFER {
+            let piece = std::mem::take(&mut self.partial);
+            self.call(&piece);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        if !self.partial.is_empty() {
+            let last = std::mem::take(&mut self.partial);
+            self.call(&last);
+        }
+        Ok(())
+    }
+}
+
 /// Output held back for `--quiet-unless-fail`, kept aside ([`Spill`]: memory up to a
 /// small bound, then an unnamed temporary file). The job releases or discards it when
 /// the exit status is known.
@@ -292,10 +377,6 @@ impl Held {
     /// Bytes held so far.
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Writes everything held to `out`.
@@ -347,6 +428,8 @@ pub struct Cap {
     /// Under `--on-max-output=kill`: where to say the cap was reached.
     kill: Option<Sender<Event>>,
     reached: bool,
+    /// Write the `[saferun: N bytes elided]` line where the middle was cut.
+    marker: bool,
 }
 
 impl Cap {
@@ -357,6 +440,7 @@ impl Cap {
         stats: Arc<CapStats>,
         notices: Notices,
         kill: Option<Sender<Event>>,
+        marker: bool,
     ) -> Cap {
         let head = limit.div_ceil(2);
         Cap {
@@ -371,6 +455,7 @@ impl Cap {
             notices,
             kill,
             reached: false,
+            marker,
         }
     }
 }
@@ -403,7 +488,7 @@ impl Sink for Cap {
                     self.limit
                 ));
                 if let Some(events) = &self.kill {
-                    let _ = events.send(Event::CapReached(self.stream));
+                    let _ = events.send(Event::CapReached);
                 }
             }
         }
@@ -411,7 +496,7 @@ impl Sink for Cap {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        if self.total > self.limit {
+        if self.total > self.limit && self.marker {
             let elided = self.total - self.limit;
             let newline = if matches!(self.last_head_byte, Some(b'\n') | None) {
                 ""
@@ -726,8 +811,9 @@ mod tests {
             limit,
             Stream::Stdout,
             stats.clone(),
-            Notices::new(false),
+            Notices::new(false, false),
             None,
+            true,
         );
         (cap, recorder, stats)
     }
@@ -854,6 +940,23 @@ mod tests {
         io::Read::read_to_end(&mut file, &mut out).unwrap();
         assert_eq!(out, data);
         assert!(held.lock().unwrap().store.spilled(), "spilled to a file");
+    }
+
+    #[test]
+    fn line_calls_get_whole_lines_without_their_endings() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let callback: crate::config::LineCallback =
+            Arc::new(Mutex::new(Box::new(move |line: &[u8]| {
+                into.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(line).into_owned());
+            })));
+        let mut calls = LineCalls::new(callback);
+        calls.write(b"one\ntw").unwrap();
+        calls.write(b"o\r\nthree").unwrap();
+        calls.finish().unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["one", "two", "three"]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Starts the command: direct exec with PATH lookup (never a shell), a process group of
-//! its own, the terminal handed over when saferun has it, and a clean signal state.
+//! its own, the terminal handed over when the host holds it, and a clean signal state.
 //!
 //! On Linux the child is made with `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn`
 //! does: it borrows saferun's memory until its `exec`, so nothing is copied and nothing
@@ -14,63 +14,123 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::outcome;
-
 /// The command's three standard streams as saferun wires them; `None` leaves that
 /// stream closed in the command.
-pub struct Wiring {
+pub(crate) struct Wiring {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
 }
 
 /// What to set up in the child between fork and exec.
-pub struct Setup {
+pub(crate) struct Setup {
     /// Give the command a process group of its own.
     pub own_group: bool,
-    /// Make that group the terminal's foreground group (saferun holds the terminal).
+    /// Make that group the terminal's foreground group (the host holds the terminal).
     pub terminal: Option<OwnedFd>,
-    /// Signals saferun ignores for itself that the command starts with at their default.
+    /// Signals the process ignores for itself that the command starts with at their
+    /// default.
     pub to_default: Vec<Signal>,
-    /// Environment additions (`SAFERUN_DEADLINE`).
+    /// The command's whole environment.
     pub env: Vec<(OsString, OsString)>,
+    /// Its working directory, if not the process's.
+    pub cwd: Option<std::path::PathBuf>,
     /// saferun's caller ignored SIGPIPE: so does the command (otherwise it starts at
     /// the default, whatever saferun does with it for itself).
     pub sigpipe_ignored: bool,
 }
 
-/// Why the command could not be started, with the status the contract gives it.
+/// Why the command could not be started.
 #[derive(Debug)]
-pub struct SpawnError {
-    pub status: u8,
-    pub message: String,
+pub(crate) enum SpawnError {
+    /// Nothing of that name was found (127).
+    NotFound(String),
+    /// It was found but cannot be executed (126).
+    NotExecutable(String),
+    /// saferun could not start it: resources, the working directory (125).
+    Failed(String),
+}
+
+impl From<io::Error> for SpawnError {
+    fn from(error: io::Error) -> SpawnError {
+        SpawnError::Failed(format!(
+            "cannot install signal handlers: {}",
+            crate::files::describe(&error)
+        ))
+    }
 }
 
 /// Starts `argv` and returns its pid.
-pub fn spawn(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, SpawnError> {
+pub(crate) fn spawn(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, SpawnError> {
     let Some(program) = argv.first() else {
-        return Err(SpawnError {
-            status: outcome::SAFERUN_FAILED,
-            message: "missing command".into(),
-        });
+        return Err(SpawnError::Failed("missing command".into()));
     };
-    start(argv, wiring, setup).map_err(|error| spawn_error(program, &error))
+    let cwd = setup.cwd.clone();
+    let path = path_of(&setup.env);
+    start(argv, wiring, setup).map_err(|failure| match failure {
+        Failure::Directory(error) => SpawnError::Failed(format!(
+            "cannot change to directory '{}': {}",
+            cwd.unwrap_or_default().display(),
+            crate::files::describe(&error)
+        )),
+        Failure::Exec(error) => spawn_error(program, path.as_ref(), &error),
+    })
+}
+
+/// What failed in the child.
+#[derive(Debug)]
+enum Failure {
+    Directory(io::Error),
+    Exec(io::Error),
+}
+
+impl From<io::Error> for Failure {
+    fn from(error: io::Error) -> Failure {
+        Failure::Exec(error)
+    }
+}
+
+/// The `PATH` the command is looked up with: its own, as `execvp` would use it.
+fn path_of(env: &[(OsString, OsString)]) -> Option<OsString> {
+    env.iter()
+        .rev()
+        .find(|(name, _)| name == "PATH")
+        .map(|(_, value)| value.clone())
+}
+
+/// The signals this process has a handler for: the child resets them to the default
+/// before anything can run in it (it shares this process's memory until its exec).
+fn caught_signals() -> Vec<i32> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let last = libc::SIGRTMAX();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let last = 31;
+    (1..=last)
+        .filter(|&signal| {
+            let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+            // SAFETY: a null new action makes sigaction a pure query; `current` is
+            // valid, zero-initialised storage for the kernel to fill.
+            let queried =
+                unsafe { libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) } == 0;
+            // SAFETY: zeroed is a valid sigaction, and the kernel filled it on success.
+            let handler = unsafe { current.assume_init() }.sa_sigaction;
+            queried && handler != libc::SIG_DFL && handler != libc::SIG_IGN
+        })
+        .collect()
 }
 
 /// GNU `timeout`'s rule: "not found" is 127, every other exec failure 126. The message
 /// says what actually failed: a file that exists but whose `#!` interpreter does not, or
 /// a directory, is not "command not found".
-fn spawn_error(program: &OsString, error: &io::Error) -> SpawnError {
+fn spawn_error(program: &OsString, path: Option<&OsString>, error: &io::Error) -> SpawnError {
     let shown = program.to_string_lossy();
     let reason = error
         .raw_os_error()
         .map(|code| Errno::from_raw(code).desc().to_string())
         .unwrap_or_else(|| error.to_string());
-    let cannot_execute = |why: String| SpawnError {
-        status: outcome::CANNOT_EXECUTE,
-        message: format!("cannot execute {shown}: {why}"),
-    };
-    let found = locate(program);
+    let cannot_execute =
+        |why: String| SpawnError::NotExecutable(format!("cannot execute {shown}: {why}"));
+    let found = locate(program, path);
     match error.raw_os_error().map(Errno::from_raw) {
         Some(Errno::ENOENT) => match found.filter(|path| path.is_file()) {
             Some(path) => cannot_execute(match interpreter(&path) {
@@ -79,30 +139,27 @@ fn spawn_error(program: &OsString, error: &io::Error) -> SpawnError {
                 }
                 None => "a program it needs to start (its dynamic loader?) was not found".into(),
             }),
-            None => SpawnError {
-                status: outcome::NOT_FOUND,
-                message: format!("{shown}: command not found"),
-            },
+            None => SpawnError::NotFound(format!("{shown}: command not found")),
         },
-        Some(Errno::EAGAIN | Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE) => SpawnError {
-            status: outcome::SAFERUN_FAILED,
-            message: format!("cannot start {shown}: {reason}"),
-        },
+        Some(Errno::EAGAIN | Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE) => {
+            SpawnError::Failed(format!("cannot start {shown}: {reason}"))
+        }
         _ if found.is_some_and(|path| path.is_dir()) => cannot_execute("it is a directory".into()),
         _ => cannot_execute(reason),
     }
 }
 
 /// The file `execvp` would have tried first for `program`: the path itself when it has a
-/// `/`, else the first entry of `PATH` where something of that name exists.
-fn locate(program: &OsString) -> Option<std::path::PathBuf> {
+/// `/`, else the first entry of `path` (the `PATH` it is looked up with) where something
+/// of that name exists.
+fn locate(program: &OsString, path: Option<&OsString>) -> Option<std::path::PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     use std::path::{Path, PathBuf};
     if program.as_bytes().contains(&b'/') {
         let path = PathBuf::from(program);
         return path.exists().then_some(path);
     }
-    let search = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    let search = path.cloned().unwrap_or_else(|| "/bin:/usr/bin".into());
     std::env::split_paths(&search)
         .map(|dir| {
             let dir = if dir.as_os_str().is_empty() {
@@ -130,7 +187,7 @@ fn interpreter(path: &std::path::Path) -> Option<String> {
 }
 
 #[cfg(target_os = "linux")]
-fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
+fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure> {
     use std::ffi::CString;
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
@@ -147,11 +204,27 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
         .iter()
         .map(|arg| c_string(arg.as_bytes()))
         .collect::<io::Result<Vec<_>>>()?;
-    let env = std::env::vars_os()
-        .filter(|(name, _)| !setup.env.iter().any(|(added, _)| added == name))
-        .chain(setup.env.iter().cloned())
+    let env = setup
+        .env
+        .iter()
         .map(|(name, value)| c_string(&[name.as_bytes(), b"=", value.as_bytes()].concat()))
         .collect::<io::Result<Vec<_>>>()?;
+    let cwd = setup
+        .cwd
+        .as_ref()
+        .map(|dir| c_string(dir.as_os_str().as_bytes()))
+        .transpose()?;
+    let search_path = path_of(&setup.env);
+    // execvpe looks the program up along this process's PATH: when the command's is
+    // another, the program is found here, along the command's.
+    let program = if search_path != std::env::var_os("PATH") {
+        locate(&argv[0], search_path.as_ref())
+            .map(|path| c_string(path.as_os_str().as_bytes()))
+            .transpose()?
+    } else {
+        None
+    };
+    let program = program.as_ref().unwrap_or(&args[0]);
     let arg_ptrs = null_terminated(&args);
     let env_ptrs = null_terminated(&env);
     // glibc's execvpe runs a file without `#!` through /bin/sh, as POSIX asks of
@@ -160,7 +233,7 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
     let through_sh = if cfg!(target_env = "gnu") {
         Vec::new()
     } else {
-        match locate(&argv[0]) {
+        match locate(&argv[0], search_path.as_ref()) {
             Some(path) => std::iter::once(c_string(b"/bin/sh")?)
                 .chain(std::iter::once(c_string(path.as_os_str().as_bytes())?))
                 .chain(args[1..].iter().cloned())
@@ -179,9 +252,12 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
     let to_default = setup.to_default;
     let own_group = setup.own_group;
     let sigpipe_ignored = setup.sigpipe_ignored;
+    let caught = caught_signals();
     let parent = Pid::this();
     let failed_with = AtomicI32::new(0);
     let failure = &failed_with;
+    let failed_in_chdir = AtomicI32::new(0);
+    let chdir_failed = &failed_in_chdir;
     // glibc's execvpe needs a PATH-sized buffer, and a copy of argv for a script without
     // `#!`; the rest is a few frames.
     let mut stack = vec![0u8; 64 * 1024 + 2 * size_of_val(arg_ptrs.as_slice())];
@@ -219,12 +295,10 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
             for &signal in &to_default {
                 libc::signal(signal as i32, libc::SIG_DFL);
             }
-            // saferun's handlers must not run here (this memory is saferun's), and the
-            // command starts with SIGPIPE as saferun's caller had it.
-            for &signal in crate::forward::FORWARDED {
-                if !crate::forward::ignored(signal) {
-                    libc::signal(signal as i32, libc::SIG_DFL);
-                }
+            // No handler of this process may run here (this memory is the process's),
+            // and the command starts with SIGPIPE as saferun's caller had it.
+            for &signal in &caught {
+                libc::signal(signal, libc::SIG_DFL);
             }
             if !sigpipe_ignored {
                 libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -236,8 +310,15 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
             }
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
+            if let Some(dir) = &cwd
+                && libc::chdir(dir.as_ptr()) != 0
+            {
+                chdir_failed.store(1, Ordering::SeqCst);
+                failure.store(Errno::last_raw(), Ordering::SeqCst);
+                libc::_exit(127);
+            }
             libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            libc::execvpe(args[0].as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+            libc::execvpe(program.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
             if Errno::last_raw() == libc::ENOEXEC && !through_sh.is_empty() {
                 libc::execve(through_sh[0].as_ptr(), sh_ptrs.as_ptr(), env_ptrs.as_ptr());
             }
@@ -254,7 +335,8 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
         SigmaskHow::SIG_SETMASK,
         Some(&SigSet::all()),
         Some(&mut saved),
-    )?;
+    )
+    .map_err(io::Error::from)?;
     // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd or exited, so
     // the borrowed stack and values outlive the child's use of them, and the child only
     // does what the closure above allows.
@@ -266,13 +348,18 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
             Some(Signal::SIGCHLD as i32),
         )
     };
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved), None)?;
-    let pid = spawned?;
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved), None).map_err(io::Error::from)?;
+    let pid = spawned.map_err(io::Error::from)?;
     match failed_with.load(Ordering::SeqCst) {
         0 => Ok(pid),
         errno => {
             let _ = nix::sys::wait::waitpid(pid, None);
-            Err(io::Error::from_raw_os_error(errno))
+            let error = io::Error::from_raw_os_error(errno);
+            Err(if failed_in_chdir.load(Ordering::SeqCst) != 0 {
+                Failure::Directory(error)
+            } else {
+                Failure::Exec(error)
+            })
         }
     }
 }
@@ -288,7 +375,7 @@ fn null_terminated(strings: &[std::ffi::CString]) -> Vec<*const libc::c_char> {
 
 /// Elsewhere: std's fork and exec, with the same set-up in its pre-exec hook.
 #[cfg(not(target_os = "linux"))]
-fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
+fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure> {
     use std::os::unix::process::CommandExt;
     use std::process::Command;
 
@@ -302,7 +389,14 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> io::Result<Pid> {
         .stdin(wire(wiring.stdin))
         .stdout(wire(wiring.stdout))
         .stderr(wire(wiring.stderr))
+        .env_clear()
         .envs(setup.env);
+    if let Some(dir) = &setup.cwd {
+        if let Err(error) = std::fs::metadata(dir) {
+            return Err(Failure::Directory(error));
+        }
+        command.current_dir(dir);
+    }
     if setup.own_group {
         command.process_group(0);
     }

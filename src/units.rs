@@ -1,4 +1,5 @@
-//! DURATION and SIZE parsing: pure functions, GNU coreutils' forms.
+//! DURATION, SIZE and SIGNAL as the command line takes them: pure functions, GNU
+//! coreutils' forms.
 //!
 //! A duration is what GNU `timeout` accepts (a floating-point number with an optional
 //! `s`, `m`, `h` or `d`), plus `ms` and compound forms such as `1m30s`. Sizes use the
@@ -7,6 +8,8 @@
 //! guessed, because a wrong guess turns a five-minute limit into five months.
 
 use std::time::Duration;
+
+use saferun::Signal;
 
 /// The accepted form of a DURATION, quoted in every error message.
 pub const DURATION_FORM: &str = "a number of seconds or a number with a unit ms, s, m, h or d \
@@ -142,9 +145,41 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{trimmed}' is too large"))
 }
 
+/// The accepted form of a signal, quoted in error messages.
+pub const SIGNAL_FORM: &str = "a signal name or number, e.g. TERM, SIGTERM, term, 15, KILL, INT";
+
+/// Parses `TERM`, `SIGTERM`, `term`, `sigterm` or `15`.
+pub fn parse_signal(text: &str) -> Result<Signal, String> {
+    let trimmed = text.trim();
+    if let Ok(number) = trimmed.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| format!("no signal has number {number}"));
+    }
+    let upper = trimmed.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<Signal>()
+        .map_err(|_| format!("unknown signal '{trimmed}'"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spellings() {
+        for text in ["TERM", "SIGTERM", "term", "sigterm", "15", " Term "] {
+            assert_eq!(parse_signal(text), Ok(Signal::SIGTERM), "{text}");
+        }
+        assert_eq!(parse_signal("9"), Ok(Signal::SIGKILL));
+        assert_eq!(parse_signal("hup"), Ok(Signal::SIGHUP));
+        assert_eq!(parse_signal("USR1"), Ok(Signal::SIGUSR1));
+        for text in ["", "TERMINATE", "0", "99", "-15", "SIG"] {
+            assert!(parse_signal(text).is_err(), "{text:?} should be refused");
+        }
+    }
 
     fn secs(s: f64) -> Option<Duration> {
         Some(Duration::from_secs_f64(s))

@@ -1,0 +1,262 @@
+//! The process-wide part of running commands: what a process can do only once, for all
+//! the jobs it runs.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_channel::Sender;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::error::Error;
+use crate::event::Event;
+use crate::forward::{self, ContWatch};
+use crate::group::{self, Terminal};
+use crate::procfs;
+
+/// The process-wide parts of supervising commands, installed once per process.
+///
+/// A [`Command`](crate::Command) runs as a job that owns its own process group, pipes
+/// and threads, and touches nothing else: it installs no signal handler, and reaps and
+/// signals no process but its own. What only a whole process can do lives here, for the
+/// jobs that opt in with [`Command::host`](crate::Command::host):
+///
+/// - **Signals.** INT, TERM, HUP, QUIT, USR1, USR2, ALRM and every other signal that
+///   would end the process (but those it ignored when the host was installed) are
+///   caught and passed on to every job, which forwards them to its command's group; INT,
+///   TERM and HUP stop the job with its usual escalation (grace, then KILL), and a second
+///   one sends KILL at once. A CI runner that cancels the process thus stops every
+///   command, and nothing is left running.
+/// - **Orphans.** On Linux the process becomes a *subreaper*: descendants that leave
+///   their command's process group (`setsid`, a double fork) are re-parented to it, so
+///   they are still found, signalled with their job and named as leftovers. The host
+///   reaps them when they exit, and never a job's own command.
+/// - **The terminal** ([`Host::install_with_terminal`]): a job whose command may use the
+///   terminal gets its foreground process group for the run, as a shell gives it to a
+///   job, and Ctrl-Z stops the command and the process together.
+///
+/// The handlers are installed when the first job starts its command, and stay for the
+/// rest of the process's life: install a host in a program whose signals are its own,
+/// such as a supervisor or a command-line tool.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// let host = saferun::Host::install()?;
+/// let outcome = saferun::Command::new("make")
+///     .arg("test")
+///     .timeout(Duration::from_secs(600))
+///     .host(&host)
+///     .run()?;
+/// std::process::exit(outcome.code());
+/// # Ok::<(), saferun::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Mutex<Registry>,
+    /// Whether the signal handlers are in place: they are installed when the first job
+    /// starts its command, so that until then (its files may take long to open: a FIFO
+    /// waits for its reader) a signal ends the process as it would any other.
+    catching: Mutex<bool>,
+    subreaper: bool,
+    /// The process's children from before the host: never any job's.
+    not_ours: Vec<i32>,
+    terminal: Option<Terminal>,
+    cont_watch: ContWatch,
+}
+
+/// The live jobs, each with where its events go.
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    jobs: Vec<Registered>,
+}
+
+struct Registered {
+    id: u64,
+    pid: Pid,
+    /// Where the job's events go; `None` for a helper process (`--on-timeout`), which
+    /// is only kept from the reaper.
+    events: Option<Sender<Event>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("subreaper", &self.inner.subreaper)
+            .field("terminal", &self.inner.terminal.is_some())
+            .finish()
+    }
+}
+
+impl Host {
+    /// Installs the signal handlers and, on Linux, makes the process a subreaper.
+    pub fn install() -> Result<Host, Error> {
+        Host::setup(None)
+    }
+
+    /// As [`Host::install`], and when the process runs in the foreground of a terminal
+    /// (one of its standard streams is it), holds that terminal for jobs that take it:
+    /// TTIN and TTOU are ignored by the process from now on, as a shell does.
+    pub fn install_with_terminal() -> Result<Host, Error> {
+        Host::setup(Terminal::if_foreground())
+    }
+
+    fn setup(terminal: Option<Terminal>) -> Result<Host, Error> {
+        let subreaper = group::become_subreaper();
+        let not_ours = if group::has_children() {
+            procfs::own_children()
+        } else {
+            Vec::new()
+        };
+        Ok(Host {
+            inner: Arc::new(Inner {
+                jobs: Mutex::new(Registry::default()),
+                catching: Mutex::new(false),
+                subreaper,
+                not_ours,
+                terminal,
+                cont_watch: ContWatch::default(),
+            }),
+        })
+    }
+
+    /// Installs the signal handlers, once: before the first job's command starts, so
+    /// that no signal (and no SIGCHLD) is missed from then on.
+    fn catch_signals(&self) -> Result<(), std::io::Error> {
+        let mut catching = self
+            .inner
+            .catching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *catching {
+            return Ok(());
+        }
+        let handlers = forward::install(&self.inner.cont_watch)?;
+        let dispatch = self.clone();
+        handlers.start(move |signal, from_kernel| dispatch.dispatch(signal, from_kernel))?;
+        *catching = true;
+        Ok(())
+    }
+
+    /// One signal the process received: orphans to reap on SIGCHLD (which also tells
+    /// jobs waiting for their tree to look again), and every signal to every job.
+    fn dispatch(&self, signal: Signal, from_kernel: bool) {
+        if signal == Signal::SIGCHLD && self.inner.subreaper {
+            self.reap_orphans();
+        }
+        let registry = self.registry();
+        for events in registry.jobs.iter().filter_map(|job| job.events.as_ref()) {
+            let _ = events.try_send(Event::Signal {
+                signal,
+                from_kernel,
+            });
+        }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a job's command with `spawn` and registers it, under the registry's lock,
+    /// so that the reaper never takes the command for an orphan (were it to exit at
+    /// once).
+    pub(crate) fn spawn_job<E: From<std::io::Error>>(
+        &self,
+        events: Sender<Event>,
+        spawn: impl FnOnce() -> Result<Pid, E>,
+    ) -> Result<(Pid, JobId), E> {
+        self.catch_signals()?;
+        self.register(Some(events), spawn)
+    }
+
+    fn register<E>(
+        &self,
+        events: Option<Sender<Event>>,
+        spawn: impl FnOnce() -> Result<Pid, E>,
+    ) -> Result<(Pid, JobId), E> {
+        let mut registry = self.registry();
+        let pid = spawn()?;
+        registry.next_id += 1;
+        let id = registry.next_id;
+        registry.jobs.push(Registered { id, pid, events });
+        Ok((pid, JobId(id)))
+    }
+
+    /// Starts a helper process (`--on-timeout`) under the registry's lock and keeps it
+    /// from the reaper until `done` returns.
+    pub(crate) fn spawn_helper<T>(
+        &self,
+        spawn: impl FnOnce() -> std::io::Result<Pid>,
+        done: impl FnOnce(Option<Pid>) -> T,
+    ) -> T {
+        match self.register(None, spawn) {
+            Ok((pid, id)) => {
+                let result = done(Some(pid));
+                self.leave(id);
+                result
+            }
+            Err(_) => done(None),
+        }
+    }
+
+    /// The job is over: no more signals for it.
+    pub(crate) fn leave(&self, id: JobId) {
+        self.registry().jobs.retain(|job| job.id != id.0);
+    }
+
+    /// Reaps exited orphans; says whether a live one remains.
+    pub(crate) fn reap_orphans(&self) -> bool {
+        let children = procfs::own_children();
+        let registry = self.registry();
+        group::reap_orphans(&children, |pid| {
+            registry.jobs.iter().any(|job| job.pid.as_raw() == pid)
+                || self.inner.not_ours.contains(&pid)
+        })
+    }
+
+    pub(crate) fn subreaper(&self) -> bool {
+        self.inner.subreaper
+    }
+
+    /// The process's children that are not the job `pid`'s to count: those from before
+    /// the host, and the other jobs' commands.
+    pub(crate) fn not_ours(&self, pid: Pid) -> Vec<i32> {
+        let registry = self.registry();
+        self.inner
+            .not_ours
+            .iter()
+            .copied()
+            .chain(
+                registry
+                    .jobs
+                    .iter()
+                    .filter(|job| job.pid != pid)
+                    .map(|job| job.pid.as_raw()),
+            )
+            .collect()
+    }
+
+    /// Whether the orphans re-parented to the process are this job's: they are when it
+    /// is the only job.
+    pub(crate) fn orphans_are_of(&self, pid: Pid) -> bool {
+        let registry = self.registry();
+        let mut jobs = registry.jobs.iter().filter(|job| job.events.is_some());
+        jobs.next().is_some_and(|job| job.pid == pid) && jobs.next().is_none()
+    }
+
+    pub(crate) fn terminal(&self) -> Option<&Terminal> {
+        self.inner.terminal.as_ref()
+    }
+
+    pub(crate) fn cont_watch(&self) -> &ContWatch {
+        &self.inner.cont_watch
+    }
+}
+
+/// A job's place in the host's registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JobId(u64);

@@ -1,0 +1,99 @@
+//! One command, supervised from start to end: a job. It owns the command's process
+//! group, its pipes, the threads that move the bytes, the clock and the record of the
+//! run, and nothing else: every pid it signals, waits for or counts is its own (what is
+//! process-wide belongs to the [`Host`]).
+//!
+//! ```text
+//! launch     files checked and opened → pipes → the command spawned → waiter, drains, feeder
+//! supervise  one loop: events and deadlines → the policy → actions (signals, stops)
+//! teardown   pipe holders named → drains stopped → reaped → leftovers → the outcome
+//! ```
+//! [`tree`] answers which processes are the job's.
+
+mod launch;
+mod supervise;
+mod teardown;
+mod tree;
+
+use std::fs::File;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::{Config, Limits};
+use crate::drain::{Activity, StopSender, StreamStats};
+use crate::error::Error;
+use crate::event::{Event, Stream};
+use crate::group::Group;
+use crate::host::{Host, JobId};
+use crate::notices::Notices;
+use crate::outcome::Outcome;
+use crate::policy::Policy;
+use crate::record::Record;
+use crate::sink::{CapStats, HeldOutput};
+
+pub(crate) use launch::{ReportOut, refuse, report_writable};
+
+/// Runs `config` to its end on this thread.
+pub(crate) fn run(config: &Config, host: Option<&Host>) -> Result<Outcome, Error> {
+    let mut job = Job::start(config, host)?;
+    job.supervise();
+    Ok(job.teardown())
+}
+
+/// A job whose command is running: the loop and the teardown are still to come, on
+/// whichever thread calls them.
+pub(crate) struct Job {
+    config: Arc<Config>,
+    host: Option<Host>,
+    /// Its place in the host's registry.
+    host_id: Option<JobId>,
+    notices: Notices,
+    /// The limits in force (an enclosing deadline may have shortened them).
+    limits: Limits,
+    policy: Policy,
+    group: Group,
+    /// The command was given the terminal's foreground.
+    has_terminal: bool,
+    start: Instant,
+    events: Receiver<Event>,
+    /// Where the job's owner sends its requests (a handle's `cancel`).
+    control: Sender<Event>,
+    activity: Arc<Activity>,
+    streams: Vec<OpenStream>,
+    /// Dropping it tells the drains (and the feeder) to stop.
+    stop: Option<StopSender>,
+    /// Whether the pipe holders were already looked up and named.
+    holders_named: bool,
+    /// A regular file given to the command as its stdin, and where it started.
+    stdin_file: Option<(File, u64)>,
+    /// Bytes the feeder gave the command.
+    fed: Arc<AtomicU64>,
+    held: Vec<(Stream, HeldOutput)>,
+    report: Option<ReportOut>,
+    record: Record,
+}
+
+/// One of the command's output pipes, as the job follows it.
+struct OpenStream {
+    stream: Stream,
+    /// The pipe's inode, to find who else holds it.
+    inode: u64,
+    stats: Arc<StreamStats>,
+    cap: Option<Arc<CapStats>>,
+    captured: Option<Arc<Mutex<Vec<u8>>>>,
+    closed: bool,
+}
+
+impl Job {
+    pub(crate) fn pid(&self) -> nix::unistd::Pid {
+        self.group.pid()
+    }
+
+    /// Where requests from the job's owner go.
+    pub(crate) fn control(&self) -> Sender<Event> {
+        self.control.clone()
+    }
+}
