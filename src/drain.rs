@@ -162,9 +162,8 @@ pub struct Drain {
     activity: Arc<Activity>,
     stats: Arc<StreamStats>,
     events: Sender<Event>,
-    /// The pipe's size when the drain started, and whether it was grown since.
-    capacity: usize,
-    grown: bool,
+    /// When the pipe first filled up (then it and its destinations grow).
+    busy: pipes::Busy,
     /// A write to the destination failed: what comes next is read and dropped, so the
     /// command never blocks while saferun stops it.
     failed: bool,
@@ -206,7 +205,7 @@ enum Wake {
 
 impl Drain {
     pub fn new(stream: Stream, pipe: OwnedFd, sink: Box<dyn Sink>, shared: Shared) -> Drain {
-        let capacity = pipes::capacity(&pipe).unwrap_or(64 * 1024);
+        let busy = pipes::Busy::of(&pipe);
         Drain {
             stream,
             pipe,
@@ -215,8 +214,7 @@ impl Drain {
             activity: shared.activity,
             stats: shared.stats,
             events: shared.events,
-            capacity,
-            grown: false,
+            busy,
             failed: false,
             buffer: Vec::new(),
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -331,8 +329,7 @@ impl Drain {
     /// the first time it was full: a busy stream (see [`crate::pipes`]).
     fn queued(&mut self) -> Option<usize> {
         let queued = pipes::queued(&self.pipe);
-        if !self.grown && queued.is_some_and(|n| n >= self.capacity) {
-            self.grown = true;
+        if self.busy.filled(queued) {
             pipes::grow(&self.pipe);
             for target in self.sink.plain_targets() {
                 pipes::grow(&target.fd);
@@ -379,7 +376,10 @@ impl Drain {
     /// for it (see `FLUSH_GRACE` in run.rs), as with any blocked write.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn splice_round(&mut self, target: &PlainTarget, queued: Option<usize>) -> Round {
-        let worth = |n: &usize| *n > 0 && splice::worth_splicing(*n, target.is_pipe());
+        // Into a file saferun's notices share (`2> log`), little is copied too: it is
+        // seen, and the notices know how the last line ended.
+        let like_pipe = target.is_pipe() || target.tracks_line_end();
+        let worth = |n: &usize| *n > 0 && splice::worth_splicing(*n, like_pipe);
         let Some(queued) = queued.filter(worth) else {
             return self.copy(queued);
         };
@@ -532,7 +532,11 @@ impl Drain {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn wait_downstream(&self, out: &OwnedFd) -> Wake {
         self.activity.writing.fetch_add(1, Ordering::Relaxed);
-        let wake = wait_writable(out, &self.stop.wake);
+        let wake = if pipes::wait_writable(out, Some(self.stop.wake.as_fd())) {
+            Wake::Stop
+        } else {
+            Wake::Readable
+        };
         self.activity.writing.fetch_sub(1, Ordering::Relaxed);
         self.activity.touch();
         wake
@@ -688,20 +692,4 @@ enum Moved {
     /// It refused splice; the bytes were written to it instead.
     HandedOver,
     Failed(SinkError),
-}
-
-/// Blocks until `out` can take more bytes (`Readable`) or saferun asks to stop.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn wait_writable(out: &OwnedFd, stop: &OwnedFd) -> Wake {
-    loop {
-        let mut fds = [
-            PollFd::new(out.as_fd(), PollFlags::POLLOUT),
-            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(Errno::EINTR) => continue,
-            _ if fds[1].revents().is_some_and(|r| !r.is_empty()) => return Wake::Stop,
-            _ => return Wake::Readable,
-        }
-    }
 }

@@ -94,8 +94,8 @@ fn fed(source: FeedSource) -> io::Result<StdinPlan> {
     })
 }
 
-/// Terminals, regular files and devices are given to the command as they are (a file
-/// stays seekable, a terminal stays interactive); pipes and sockets are fed.
+/// Terminals, regular files, devices and directories are given to the command as they
+/// are (a file stays seekable, a terminal stays interactive); pipes and sockets are fed.
 fn from_fd(fd: OwnedFd) -> io::Result<StdinPlan> {
     let kind = crate::pipes::file_type(&fd).unwrap_or(SFlag::S_IFIFO);
     if kind == SFlag::S_IFREG {
@@ -107,7 +107,9 @@ fn from_fd(fd: OwnedFd) -> io::Result<StdinPlan> {
             file: Some((file, offset as u64)),
         });
     }
-    if kind == SFlag::S_IFCHR {
+    // A device is given as it is; so is a directory, which the command then finds as it
+    // would without saferun (reading it fails), rather than a stdin that breaks off.
+    if matches!(kind, SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFDIR) {
         return Ok(direct(fd));
     }
     fed(FeedSource::Fd(fd))
@@ -172,8 +174,7 @@ impl Feeder {
 /// when reading the input fails. After one look at how much is queued, that much is
 /// spliced when there is enough of it, and copied otherwise (see [`crate::splice`]).
 fn copy(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> io::Result<()> {
-    let capacity = pipes::capacity(input);
-    let mut grown = false;
+    let mut busy = pipes::Busy::of(input);
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let mut splicing = true;
     let mut buffer = Vec::new();
@@ -185,9 +186,8 @@ fn copy(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> io::Result<()> {
             }
             some => some,
         };
-        if !grown && capacity.is_some_and(|c| queued.is_some_and(|n| n >= c)) {
+        if busy.filled(queued) {
             // A busy stream: bigger pipes, fewer wake-ups (see crate::pipes).
-            grown = true;
             pipes::grow(pipe);
             pipes::grow(input);
         }
@@ -202,7 +202,7 @@ fn copy(input: &OwnedFd, pipe: &OwnedFd, fed: &AtomicU64) -> io::Result<()> {
                 // The caller's stdin is non-blocking, which makes the splice so too: the
                 // command's pipe is full.
                 Step::WouldBlock => {
-                    wait_writable(pipe);
+                    pipes::wait_writable(pipe, None);
                     continue;
                 }
                 // An input that refuses splice: read/write takes over.
@@ -245,13 +245,6 @@ fn copy_reader(
             Err(error) => return Err(error),
         }
     }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn wait_writable(pipe: &OwnedFd) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLOUT)];
-    let _ = poll(&mut fds, PollTimeout::NONE);
 }
 
 /// saferun's caller may have left its stdin non-blocking (Node.js does): "nothing yet"

@@ -58,26 +58,30 @@ pub struct Opened {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
     /// An existing file; `regular` says whether writing it twice would destroy data.
-    Inode { dev: u64, ino: u64, regular: bool },
-    /// A file still to be created: its directory (resolved) and its name.
+    Inode {
+        dev: u64,
+        ino: u64,
+        regular: bool,
+        /// A FIFO: opening it waits for its other end.
+        fifo: bool,
+    },
+    /// A file still to be created: its directory (resolved) and its name. A dangling
+    /// symbolic link leads to the file it names.
     New(PathBuf),
 }
 
 impl Identity {
     fn of(path: &Path) -> io::Result<Identity> {
+        use std::os::unix::fs::FileTypeExt;
         match std::fs::metadata(path) {
             Ok(meta) => Ok(Identity::Inode {
                 dev: meta.dev(),
                 ino: meta.ino(),
                 regular: meta.is_file(),
+                fifo: meta.file_type().is_fifo(),
             }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                let parent = match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p,
-                    _ => Path::new("."),
-                };
-                let name = path.file_name().ok_or(error)?;
-                Ok(Identity::New(std::fs::canonicalize(parent)?.join(name)))
+                Ok(Identity::New(to_be_created(path, 0)?))
             }
             Err(error) => Err(error),
         }
@@ -85,6 +89,25 @@ impl Identity {
 
     fn clashes_with(&self, other: &Identity) -> bool {
         self == other && !matches!(self, Identity::Inode { regular: false, .. })
+    }
+}
+
+/// The file that writing to the missing `path` would create: the path itself, or, for a
+/// dangling symbolic link, the file it names (followed a few levels deep).
+fn to_be_created(path: &Path, depth: usize) -> io::Result<PathBuf> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    let dir = std::fs::canonicalize(parent)?;
+    let link = dir.join(name);
+    match std::fs::read_link(&link) {
+        Ok(target) if depth < 8 => to_be_created(&dir.join(target), depth + 1),
+        Ok(_) => Err(io::Error::from_raw_os_error(libc::ELOOP)),
+        Err(_) => Ok(link),
     }
 }
 
@@ -113,67 +136,93 @@ pub fn check_identities(named: &[Named<'_>]) -> Result<Vec<Identity>, Refusal> {
 }
 
 /// Checks every named file, then opens them all: files to write are created or
-/// truncated only after every check passed (and `extra_check`, run between the two, for
-/// whatever else can refuse the run). Returns the opened files in the order given.
+/// truncated only after every check passed (and `extra_check`, for whatever else can
+/// refuse the run). A FIFO is opened last of all, once nothing can refuse the run any
+/// more: opening it waits for its other end. Returns the opened files in the order
+/// given.
 pub fn open_all(
     named: &[Named<'_>],
     extra_check: impl FnOnce() -> Result<(), String>,
 ) -> Result<Vec<Opened>, Refusal> {
     let identities = check_identities(named)?;
-    // Open what exists without creating or truncating anything; for a new file, only
-    // check that its directory takes it.
-    let mut opened = Vec::with_capacity(named.len());
+    let refuse = |entry: &Named<'_>, error: io::Error| Refusal {
+        report_writable: entry.option != "--report",
+        ..Refusal::new(cannot_open(entry, &error))
+    };
+    // Open what exists without creating or truncating anything (and without waiting:
+    // not a FIFO); for a new file, only check that its directory takes it.
+    let mut opened: Vec<Option<File>> = Vec::with_capacity(named.len());
     for (entry, identity) in named.iter().zip(&identities) {
-        let refuse = |error: io::Error| Refusal {
-            report_writable: entry.option != "--report",
-            ..Refusal::new(cannot_open(entry, &error))
-        };
         let file = match (entry.use_, identity) {
+            (_, Identity::Inode { fifo: true, .. }) => None,
             (Use::Read, _) => {
-                let file = File::open(entry.path).map_err(refuse)?;
-                if file.metadata().map_err(refuse)?.is_dir() {
-                    return Err(refuse(io::ErrorKind::IsADirectory.into()));
+                let file = File::open(entry.path).map_err(|e| refuse(entry, e))?;
+                if file.metadata().map_err(|e| refuse(entry, e))?.is_dir() {
+                    return Err(refuse(entry, io::ErrorKind::IsADirectory.into()));
                 }
                 Some(file)
             }
             (Use::Write { append }, Identity::Inode { .. }) => {
-                Some(open_existing(entry.path, append).map_err(refuse)?)
+                Some(open_existing(entry.path, append).map_err(|e| refuse(entry, e))?)
             }
             (Use::Write { .. }, Identity::New(full)) => {
-                directory_takes(full).map_err(refuse)?;
+                directory_takes(full).map_err(|e| refuse(entry, e))?;
                 None
             }
         };
         opened.push(file);
     }
     extra_check().map_err(Refusal::new)?;
-    // Every check passed: only now create and truncate.
-    named
+    for ((entry, identity), file) in named.iter().zip(&identities).zip(&mut opened) {
+        if let Identity::Inode { fifo: true, .. } = identity {
+            let fifo = match entry.use_ {
+                Use::Read => File::open(entry.path),
+                Use::Write { append } => open_existing(entry.path, append),
+            };
+            *file = Some(fifo.map_err(|e| refuse(entry, e))?);
+        }
+    }
+    // Every check passed: only now create, then truncate; a file that cannot be
+    // created after all takes the ones created before it with it.
+    let mut created: Vec<&Path> = Vec::new();
+    for ((entry, identity), file) in named.iter().zip(&identities).zip(&mut opened) {
+        if let (None, Use::Write { append }, Identity::New(full)) = (&file, entry.use_, identity) {
+            match create(full, append) {
+                Ok(new) => {
+                    created.push(full);
+                    *file = Some(new);
+                }
+                Err(error) => {
+                    for path in created {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(refuse(entry, error));
+                }
+            }
+        }
+    }
+    for (entry, file) in named.iter().zip(&opened) {
+        if let (Some(file), Use::Write { append: false }) = (file, entry.use_) {
+            truncate_if_regular(file).map_err(|error| {
+                Refusal::new(format!(
+                    "{}: cannot truncate '{}': {}",
+                    entry.option,
+                    entry.path.display(),
+                    describe(&error)
+                ))
+            })?;
+        }
+    }
+    Ok(named
         .iter()
         .zip(opened)
-        .map(|(entry, file)| {
-            let file = match (file, entry.use_) {
-                (Some(file), Use::Write { append: false }) => {
-                    truncate_if_regular(&file).map_err(|error| {
-                        Refusal::new(format!(
-                            "{}: cannot truncate '{}': {error}",
-                            entry.option,
-                            entry.path.display()
-                        ))
-                    })?;
-                    file
-                }
-                (Some(file), _) => file,
-                (None, Use::Write { append }) => create(entry.path, append)
-                    .map_err(|error| Refusal::new(cannot_open(entry, &error)))?,
-                (None, Use::Read) => unreachable!("read files are opened above"),
-            };
-            Ok(Opened {
+        .filter_map(|(entry, file)| {
+            file.map(|file| Opened {
                 option: entry.option,
                 file,
             })
         })
-        .collect()
+        .collect())
 }
 
 fn cannot_open(entry: &Named<'_>, error: &io::Error) -> String {
@@ -324,6 +373,41 @@ mod tests {
         };
         assert!(open_all(&[read, write("--stdout-file", &file)], || Ok(())).is_err());
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_dangling_link_is_the_file_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("kept");
+        std::fs::write(&kept, "precious").unwrap();
+        // Its target's directory is missing: refused before anything is truncated.
+        let nowhere = dir.path().join("nowhere");
+        std::os::unix::fs::symlink("/nonexistent/d/e", &nowhere).unwrap();
+        assert!(
+            open_all(
+                &[
+                    write("--stdout-file", &kept),
+                    write("--stderr-file", &nowhere)
+                ],
+                || Ok(())
+            )
+            .is_err()
+        );
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "precious");
+        // Two dangling links to one new file, or one and the file's own name: the same.
+        let target = dir.path().join("target");
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        std::os::unix::fs::symlink(&target, &one).unwrap();
+        std::os::unix::fs::symlink("target", &two).unwrap();
+        for (a, b) in [(&one, &two), (&one, &target)] {
+            let refusal = open_all(
+                &[write("--stdout-file", a), write("--stderr-file", b)],
+                || Ok(()),
+            )
+            .unwrap_err();
+            assert!(refusal.message.contains("--merge"), "{}", refusal.message);
+        }
+        assert!(!target.exists());
     }
 
     #[test]

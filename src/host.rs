@@ -218,6 +218,12 @@ impl Host {
         })
     }
 
+    /// Whether the process had children before the host (some of their descendants may
+    /// be orphaned to it later).
+    pub(crate) fn had_children(&self) -> bool {
+        !self.inner.not_ours.is_empty()
+    }
+
     pub(crate) fn subreaper(&self) -> bool {
         self.inner.subreaper
     }

@@ -70,6 +70,7 @@ mod signal;
 mod sink;
 mod spawn;
 mod spill;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 mod splice;
 mod stdio;
 

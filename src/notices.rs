@@ -161,6 +161,7 @@ impl LineEnd {
     }
 
     /// Notes bytes written without being seen.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn unseen(&self) {
         self.state.store(2, Ordering::Relaxed);
     }

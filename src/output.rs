@@ -60,7 +60,14 @@ pub(crate) fn build(setup: StreamSetup<'_>) -> Built {
     match &config.to {
         Target::File { .. } => {
             if let Some((file, what)) = setup.file {
-                sinks.push(Box::new(Destination::file(file, what)));
+                // `-e /dev/stderr` is saferun's own stderr after all.
+                let line_end = is_own_stderr(&file).then(|| setup.notices.line_end());
+                let file = Destination::file(file, what, line_end);
+                sinks.push(Box::new(if config.line_mode() {
+                    file.whole_writes()
+                } else {
+                    file
+                }));
             }
         }
         Target::Capture => {
@@ -87,11 +94,14 @@ pub(crate) fn build(setup: StreamSetup<'_>) -> Built {
             };
             let line_end = shares_notices.then(|| setup.notices.line_end());
             match own_stream(setup.stream) {
-                Ok(own) => sinks.push(Box::new(Destination::own_stream(
-                    own,
-                    setup.stream,
-                    line_end,
-                ))),
+                Ok(own) => {
+                    let own = Destination::own_stream(own, setup.stream, line_end);
+                    sinks.push(Box::new(if config.line_mode() {
+                        own.whole_writes()
+                    } else {
+                        own
+                    }));
+                }
                 Err(_) => sinks.push(Box::new(Discard)),
             }
         }
@@ -136,6 +146,16 @@ pub(crate) fn build(setup: StreamSetup<'_>) -> Built {
     }
 }
 
+/// Whether `file` is the process's own stderr (the same open file's inode).
+fn is_own_stderr(file: &File) -> bool {
+    use std::os::fd::AsFd;
+    let id = |fd: std::os::fd::BorrowedFd<'_>| {
+        nix::sys::stat::fstat(fd).map(|s| (s.st_dev, s.st_ino)).ok()
+    };
+    let own = id(std::io::stderr().as_fd());
+    own.is_some() && own == id(file.as_fd())
+}
+
 /// `--quiet-unless-fail`: prints what was held, stream by stream, if the run failed. The
 /// copying happens on the notices writer, so a stalled reader cannot hold saferun past
 /// its bound (see [`Notices::flush`]).
@@ -150,13 +170,19 @@ pub(crate) fn release_held(held: Vec<(Stream, HeldOutput)>, failed: bool, notice
             continue;
         }
         let reporter = notices.clone();
+        let line_end = notices.line_end();
+        let shares_notices = stream == Stream::Stderr || own_streams_are_one_file();
         notices.run(move || {
             let Ok(mut out) = own_stream(stream) else {
                 return;
             };
             let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(error) = output.release(&mut out) {
-                reporter.say(&format!("cannot print the held {}: {error}", stream.name()));
+            match output.release(&mut out) {
+                Ok(last) if shares_notices => line_end.note(&last),
+                Ok(_) => {}
+                Err(error) => {
+                    reporter.say(&format!("cannot print the held {}: {error}", stream.name()))
+                }
             }
             let _ = out.flush();
         });

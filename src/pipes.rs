@@ -38,15 +38,72 @@ pub fn capacity(fd: impl AsFd) -> Option<usize> {
 
 /// Grows a pipe to [`GROWN`] if it is a pipe and smaller (never shrinks one).
 pub fn grow(fd: impl AsFd) {
+    grow_to(fd, GROWN);
+}
+
+/// Grows a pipe to `size` if it is a pipe and smaller; its capacity afterwards (`None`
+/// if it is not a pipe). The kernel may refuse (the per-user pipe quota, the most a
+/// user may ask for): the pipe then stays as it was.
+pub fn grow_to(fd: impl AsFd, size: usize) -> Option<usize> {
+    let current = capacity(&fd)?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
+    if current < size {
         use nix::fcntl::{FcntlArg, fcntl};
-        if capacity(&fd).is_some_and(|current| current < GROWN) {
-            let _ = fcntl(&fd, FcntlArg::F_SETPIPE_SZ(GROWN as i32));
+        if let Ok(grown) = fcntl(&fd, FcntlArg::F_SETPIPE_SZ(size as i32)) {
+            return usize::try_from(grown).ok();
         }
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = fd;
+    let _ = size;
+    Some(current)
+}
+
+/// Tells when a pipe that a stream reads from first filled up: it is a busy stream, whose
+/// pipes are then grown.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Busy {
+    /// Its capacity, until it filled up once.
+    capacity: Option<usize>,
+}
+
+impl Busy {
+    pub(crate) fn of(fd: impl AsFd) -> Busy {
+        Busy {
+            capacity: capacity(fd),
+        }
+    }
+
+    /// Whether `queued` bytes in it mean it just filled up for the first time. Full is
+    /// within a page of its capacity: writes of lines rarely fill the last page whole.
+    pub(crate) fn filled(&mut self, queued: Option<usize>) -> bool {
+        let full = matches!((self.capacity, queued), (Some(c), Some(n)) if n + 4096 > c);
+        if full {
+            self.capacity = None;
+        }
+        full
+    }
+}
+
+/// Blocks until `fd` can take more bytes; with `stop`, until that is readable first
+/// (returns `true` then).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn wait_writable(fd: impl AsFd, stop: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
+    use nix::errno::Errno;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        let mut fds = vec![PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+        if let Some(stop) = stop {
+            fds.push(PollFd::new(stop, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            _ => {
+                return fds
+                    .get(1)
+                    .is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
+            }
+        }
+    }
 }
 
 /// Bytes waiting to be read in a pipe (or socket); `None` if it cannot tell.

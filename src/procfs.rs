@@ -16,6 +16,8 @@ pub struct Proc {
     pub state: char,
     /// The command line, or `[comm]` when it is not readable.
     pub command: String,
+    /// When it started, in clock ticks since boot.
+    pub started: u64,
 }
 
 /// The processes that can matter to the run saferun (`root`) started, from
@@ -154,21 +156,21 @@ pub fn read(pid: i32) -> Option<Proc> {
     Some(proc)
 }
 
+/// When a process started, in clock ticks since boot.
+pub fn started(pid: i32) -> Option<u64> {
+    if !ours() {
+        return None;
+    }
+    read_stat(pid).map(|p| p.started)
+}
+
 fn read_stat(pid: i32) -> Option<Proc> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (comm, fields) = parse_stat(&stat)?;
-    Some(Proc {
-        pid,
-        ppid: fields.1,
-        pgid: fields.2,
-        state: fields.0,
-        command: format!("[{comm}]"),
-    })
+    parse_stat(pid, &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// `pid (comm) S ppid pgrp …`: the command name may hold spaces and parentheses, so it
 /// runs to the last `)`.
-fn parse_stat(stat: &str) -> Option<(&str, (char, i32, i32))> {
+fn parse_stat(pid: i32, stat: &str) -> Option<Proc> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?;
@@ -176,7 +178,16 @@ fn parse_stat(stat: &str) -> Option<(&str, (char, i32, i32))> {
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
     let pgid = rest.next()?.parse().ok()?;
-    Some((comm, (state, ppid, pgid)))
+    // starttime: the 22nd field, the 17th after the group.
+    let started = rest.nth(16).and_then(|t| t.parse().ok()).unwrap_or(0);
+    Some(Proc {
+        pid,
+        ppid,
+        pgid,
+        state,
+        command: format!("[{comm}]"),
+        started,
+    })
 }
 
 fn command_line(pid: i32) -> Option<String> {
@@ -444,8 +455,13 @@ mod tests {
 
     #[test]
     fn stat_with_odd_command_name() {
-        let stat = "42 (a (b) c) S 7 42 1 0 -1";
-        assert_eq!(parse_stat(stat), Some(("a (b) c", ('S', 7, 42))));
+        let odd = parse_stat(42, "42 (a (b) c) S 7 42 1 0 -1").unwrap();
+        assert_eq!(
+            (odd.command.as_str(), odd.state, odd.ppid, odd.pgid),
+            ("[a (b) c]", 'S', 7, 42)
+        );
+        let full = "42 (x) S 7 42 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0";
+        assert_eq!(parse_stat(42, full).unwrap().started, 12345);
     }
 
     #[test]
@@ -477,6 +493,7 @@ mod tests {
             pgid: 10,
             state: 'S',
             command: format!("p{pid}"),
+            started: 0,
         };
         let table = vec![p(12, 11), p(11, 10), p(10, 1), p(13, 10), p(99, 1)];
         let tree = tree(1, None, &table);

@@ -72,6 +72,10 @@ pub struct PlainTarget {
     line_end: Option<Arc<LineEnd>>,
 }
 
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android")),
+    expect(dead_code, reason = "the zero-copy path is Linux's")
+)]
 impl PlainTarget {
     /// What a failed `splice` or `tee` into this target means, as a write to it would.
     pub fn failure(&self, error: io::Error) -> SinkError {
@@ -95,11 +99,33 @@ impl PlainTarget {
         }
     }
 
-    /// Notes that bytes went into it unseen (see [`LineEnd`]).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    /// Notes that bytes went into it unseen (see [`LineEnd`]): from a regular file the
+    /// last byte is read back; into a pipe it is gone, and the end of the line unknown.
     pub fn unseen(&self) {
-        if let Some(line_end) = &self.line_end {
-            line_end.unseen();
+        let Some(line_end) = &self.line_end else {
+            return;
+        };
+        if self.kind == Some(SFlag::S_IFREG) {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::fs::FileExt;
+            let at = nix::unistd::lseek(&self.fd, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
+            // The descriptor may be write-only (`2> log`): read through another one.
+            let reader = File::open(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+            let mut last = [0u8; 1];
+            if at > 0
+                && let Ok(reader) = reader
+                && reader.read_exact_at(&mut last, at as u64 - 1).is_ok()
+            {
+                return line_end.note(&last);
+            }
         }
+        line_end.unseen();
+    }
+
+    /// Whether saferun's notices share it, so that the bytes written are worth seeing.
+    pub fn tracks_line_end(&self) -> bool {
+        self.line_end.is_some()
     }
 
     /// Another handle on the same destination.
@@ -134,8 +160,8 @@ pub struct Destination {
     reader_may_leave: bool,
     /// Where saferun's notices go too: how the last line written ended.
     line_end: Option<Arc<LineEnd>>,
-    /// A pipe's capacity, until it has been grown (see [`Destination::make_room`]).
-    pipe_to_grow: Option<usize>,
+    /// A pipe, and how it is kept from holding less than a plain pipe would.
+    room: Option<PipeRoom>,
 }
 
 impl Destination {
@@ -143,7 +169,7 @@ impl Destination {
     /// saferun's notices share it.
     pub fn own_stream(out: File, stream: Stream, line_end: Option<Arc<LineEnd>>) -> Destination {
         Destination {
-            pipe_to_grow: crate::pipes::capacity(&out),
+            room: PipeRoom::of(&out),
             out,
             what: format!("saferun's {}", stream.name()),
             reader_may_leave: true,
@@ -151,31 +177,94 @@ impl Destination {
         }
     }
 
-    /// A file named with `-o`/`-e`; `what` names it in errors.
-    pub fn file(out: File, what: String) -> Destination {
+    /// A file named with `-o`/`-e`; `what` names it in errors. `line_end` when it is
+    /// saferun's own stderr after all (`-e /dev/stderr`).
+    pub fn file(out: File, what: String, line_end: Option<Arc<LineEnd>>) -> Destination {
         Destination {
-            pipe_to_grow: crate::pipes::capacity(&out),
+            room: PipeRoom::of(&out),
             out,
             what,
             reader_may_leave: false,
-            line_end: None,
+            line_end,
         }
     }
 
-    /// A pipe that is getting full is grown first (once). A parent that reads only
-    /// after saferun ended must get everything a plain pipe would have held, and the
-    /// pipe holds less through saferun: shaped output (prefixes, timestamps) is larger
-    /// than what the command wrote, and writes merge into a page only when they fit
-    /// whole, so chunks of another size than the command's leave pages part empty.
-    fn make_room(&mut self, bytes: usize) {
-        let Some(capacity) = self.pipe_to_grow else {
-            return;
-        };
-        let queued = crate::pipes::queued(&self.out).unwrap_or(0);
-        if queued + bytes > capacity / 2 {
-            crate::pipes::grow(&self.out);
-            self.pipe_to_grow = None;
+    /// Writes that must each stay whole (lines, which several writers may share a pipe
+    /// with): never split to pack a pipe's pages.
+    pub fn whole_writes(mut self) -> Destination {
+        if let Some(room) = &mut self.room {
+            room.packing = false;
         }
+        self
+    }
+}
+
+/// Keeps a destination pipe from holding less than a plain pipe would, for a parent
+/// that reads only after saferun has ended. Through saferun it could: shaped output
+/// (prefixes, timestamps) is larger than what the command wrote, and a write merges into
+/// a pipe's last page only when it fits there whole, so chunks of another size than
+/// the command's leave pages part empty. So a pipe that fills up is grown, doubling up
+/// to 1 MiB; and until it has grown past a plain pipe's 64 KiB (the per-user pipe quota
+/// may forbid it), plain bytes are written page by page: first what fills the last
+/// page exactly, then the rest (one more write for each page boundary crossed).
+struct PipeRoom {
+    capacity: usize,
+    /// Growing was refused (or reached the most).
+    grown_out: bool,
+    /// Bytes in the pipe's last page, as far as saferun knows (`None`: unknown).
+    tail: Option<usize>,
+    packing: bool,
+}
+
+const PAGE: usize = 4096;
+const PLAIN_PIPE: usize = 64 * 1024;
+const MOST_GROWN: usize = 1 << 20;
+
+impl PipeRoom {
+    fn of(out: &File) -> Option<PipeRoom> {
+        Some(PipeRoom {
+            capacity: crate::pipes::capacity(out)?,
+            grown_out: false,
+            tail: None,
+            packing: true,
+        })
+    }
+
+    /// Writes `bytes` into the pipe `out`, grown or packed as needed.
+    fn write(&mut self, out: &mut File, bytes: &[u8]) -> io::Result<()> {
+        let queued = crate::pipes::queued(&*out).unwrap_or(0);
+        if queued == 0 {
+            // An empty pipe takes the next write on a fresh page.
+            self.tail = Some(0);
+        }
+        while !self.grown_out && queued + bytes.len() > self.capacity / 2 {
+            let wanted = (self.capacity * 2).min(MOST_GROWN);
+            match crate::pipes::grow_to(&*out, wanted) {
+                Some(grown) if grown > self.capacity => self.capacity = grown,
+                _ => self.grown_out = true,
+            }
+        }
+        if !self.packing || self.capacity > PLAIN_PIPE {
+            self.tail = None;
+            return write_all_waiting(out, bytes);
+        }
+        let room = match self.tail {
+            Some(tail) if tail > 0 && tail < PAGE => PAGE - tail,
+            _ => 0,
+        };
+        let (first, rest) = bytes.split_at(room.min(bytes.len()));
+        if !first.is_empty() {
+            write_all_waiting(out, first)?;
+        }
+        if !rest.is_empty() {
+            write_all_waiting(out, rest)?;
+        }
+        self.tail = Some(match (self.tail, rest.len()) {
+            (Some(tail), 0) => tail + first.len(),
+            (_, n) if n % PAGE == 0 => PAGE,
+            (_, n) => n % PAGE,
+        });
+        Ok(())
     }
 }
 
@@ -196,13 +285,14 @@ impl Sink for Destination {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.make_room(bytes.len());
-        write_all_waiting(&mut self.out, bytes)
-            .map_err(|error| failure(&self.what, self.reader_may_leave, error))?;
         if let Some(line_end) = &self.line_end {
             line_end.note(bytes);
         }
-        Ok(())
+        let written = match &mut self.room {
+            Some(room) => room.write(&mut self.out, bytes),
+            None => write_all_waiting(&mut self.out, bytes),
+        };
+        written.map_err(|error| failure(&self.what, self.reader_may_leave, error))
     }
 }
 
@@ -379,10 +469,17 @@ impl Held {
         self.len
     }
 
-    /// Writes everything held to `out`.
-    pub fn release(&mut self, out: &mut File) -> io::Result<()> {
-        self.store
-            .read_range(0, self.len, |chunk| write_all_waiting(out, chunk))
+    /// Writes everything held to `out`; returns the last byte written (if any).
+    pub fn release(&mut self, out: &mut File) -> io::Result<Vec<u8>> {
+        let mut last = Vec::new();
+        self.store.read_range(0, self.len, |chunk: &[u8]| {
+            write_all_waiting(out, chunk)?;
+            if let Some(byte) = chunk.last() {
+                last = vec![*byte];
+            }
+            Ok::<(), io::Error>(())
+        })?;
+        Ok(last)
     }
 }
 

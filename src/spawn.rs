@@ -100,11 +100,9 @@ fn path_of(env: &[(OsString, OsString)]) -> Option<OsString> {
 
 /// The signals this process has a handler for: the child resets them to the default
 /// before anything can run in it (it shares this process's memory until its exec).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn caught_signals() -> Vec<i32> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
     let last = libc::SIGRTMAX();
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let last = 31;
     (1..=last)
         .filter(|&signal| {
             let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
@@ -134,6 +132,11 @@ fn spawn_error(program: &OsString, path: Option<&OsString>, error: &io::Error) -
     match error.raw_os_error().map(Errno::from_raw) {
         Some(Errno::ENOENT) => match found.filter(|path| path.is_file()) {
             Some(path) => cannot_execute(match interpreter(&path) {
+                Some(interpreter) if interpreter.ends_with('\r') => format!(
+                    "its #! line ends with a carriage return (Windows line endings?), so its \
+                     interpreter '{}' was not found",
+                    interpreter.escape_debug()
+                ),
                 Some(interpreter) => {
                     format!("its interpreter '{interpreter}' (from its #! line) was not found")
                 }
@@ -179,11 +182,14 @@ fn interpreter(path: &std::path::Path) -> Option<String> {
     let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
     let line = head[..n].strip_prefix(b"#!")?;
     let line = line.split(|b| *b == b'\n').next()?;
-    let word = String::from_utf8_lossy(line)
-        .split_whitespace()
-        .next()?
-        .to_string();
-    Some(word)
+    // The kernel splits the line at spaces and tabs only: a carriage return stays part
+    // of the name.
+    let line = String::from_utf8_lossy(line);
+    let word = line
+        .trim_start_matches([' ', '\t'])
+        .split([' ', '\t'])
+        .next()?;
+    (!word.is_empty()).then(|| word.to_string())
 }
 
 #[cfg(target_os = "linux")]

@@ -35,6 +35,9 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
     // A value too small for a double (`1e-10000`) reads as 0.0 but is not "no limit".
     let mut tiny = false;
     while !rest.is_empty() {
+        if parts > 0 && rest.starts_with(['+', '-']) {
+            return Err(format!("'{rest}': only the whole duration may have a sign"));
+        }
         let (number, after_number) =
             split_number(rest).ok_or_else(|| format!("'{rest}' does not start with a number"))?;
         let unit_len = after_number
@@ -80,16 +83,16 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
 /// Splits a leading floating-point literal (as `strtod` reads them, including `inf`,
 /// `infinity`, `.5`, `1e-3`) from the rest of the text.
 fn split_number(text: &str) -> Option<(&str, &str)> {
-    let lower = text.to_ascii_lowercase();
-    for word in ["infinity", "inf"] {
-        if lower.starts_with(word) {
-            return Some(text.split_at(word.len()));
-        }
-    }
     let bytes = text.as_bytes();
     let mut end = 0;
     if matches!(bytes.first(), Some(b'+' | b'-')) {
         end = 1;
+    }
+    let lower = text[end..].to_ascii_lowercase();
+    for word in ["infinity", "inf"] {
+        if lower.starts_with(word) {
+            return Some(text.split_at(end + word.len()));
+        }
     }
     let digits_start = end;
     while end < bytes.len() && (bytes[end].is_ascii_digit() || bytes[end] == b'.') {

@@ -232,3 +232,33 @@ fn children_saferun_had_before_the_run_are_not_the_commands() {
         assert_eq!(out.status.code(), Some(want), "{flags}\n{stderr}");
     }
 }
+
+#[test]
+fn an_orphan_of_a_child_saferun_had_before_is_not_the_commands() {
+    // A background job of the shell that exec'd saferun leaves a grandchild, orphaned
+    // while saferun runs: it comes to saferun (the subreaper), but it is not the
+    // command's, and a timeout must not touch it.
+    let dir = temp_dir();
+    let pid_file = dir.path().join("pid");
+    let script = format!(
+        "sh -c 'sleep 30 >/dev/null 2>&1 & echo $! > {}; sleep 0.3' & exec {} -t 1 -v sleep 3",
+        pid_file.display(),
+        util::BIN
+    );
+    let child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = util::wait_bounded(child, Duration::from_secs(30)).expect("finished");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pids = read_pids(&pid_file);
+    let survived = pids.iter().all(|p| alive(*p));
+    cleanup(&pids);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert_eq!(pids.len(), 1, "{stderr}");
+    assert!(survived, "{stderr}");
+    assert!(!stderr.contains("left the process group"), "{stderr}");
+}

@@ -487,3 +487,58 @@ fn saferuns_own_lines_start_a_line() {
         "{out}"
     );
 }
+
+#[test]
+fn into_a_log_file_notices_start_a_line_without_an_empty_one() {
+    // `>log 2>&1`, the usual CI setup: the command's stderr is spliced into a regular
+    // file; saferun reads its last byte back rather than guessing.
+    let dir = util::temp_dir();
+    let log = dir.path().join("log");
+    let script = format!(
+        "{} -t 0.3 sh -c 'echo full; printf half >&2; sleep 5' >{} 2>&1",
+        util::BIN,
+        log.display()
+    );
+    saferun(["sh", "-c", &script]).run();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.starts_with("full\nhalf\nsaferun: timed out"),
+        "{text:?}"
+    );
+    let script = format!(
+        "{} -t 0.3 sh -c 'echo full >&2; sleep 5' 2>{}",
+        util::BIN,
+        log.display()
+    );
+    saferun(["sh", "-c", &script]).run();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("full\nsaferun: timed out"), "{text:?}");
+}
+
+#[test]
+fn notices_start_a_line_after_held_output_and_on_stderr_named_as_a_file() {
+    let out = saferun([
+        "--quiet-unless-fail",
+        "--report",
+        "-",
+        "sh",
+        "-c",
+        "printf partial >&2; exit 1",
+    ])
+    .run();
+    assert!(out.stderr_text().starts_with("partial\n{"), "{out}");
+    let out = saferun([
+        "-t",
+        "0.3",
+        "-e",
+        "/dev/stderr",
+        "sh",
+        "-c",
+        "printf half >&2; sleep 5",
+    ])
+    .run();
+    assert!(
+        out.stderr_text().starts_with("half\nsaferun: timed out"),
+        "{out}"
+    );
+}

@@ -112,6 +112,8 @@ fn not_found_still_writes_a_report() {
 fn a_refused_run_still_writes_its_report() {
     for args in [
         &["-o", "/nonexistent/dir/out", "true"][..],
+        // A usage error, and a file that would be refused too: the report still says so.
+        &["-o", "/nonexistent/dir/out", "--bogus", "true"],
         &["--kill-leftovers", "--leftovers", "warn", "true"],
         &["-t", "5M", "true"],
         &["--stdin-file", "/", "true"],

@@ -270,11 +270,27 @@ fn a_parent_that_reads_only_after_saferun_ended_gets_64_kib_of_small_writes() {
         (&[], &to_stderr, 1),
         (&["-e", "/dev/stderr", "--tee"], &to_stderr, 2),
     ];
-    for (flags, script, copies) in cases {
+    // One-byte lines, shaped: the output is many times what the command wrote.
+    let empty_lines = "syswrite(STDOUT, \"\\n\") for 1..65536";
+    let shaped: &[(&[&str], &str, usize)] = &[
+        (&["--prefix", "[{stream}] "], empty_lines, 1),
+        (&["--timestamps"], empty_lines, 1),
+    ];
+    for (flags, script, copies) in cases.iter().chain(shaped) {
+        let lines = if script.starts_with("syswrite") {
+            65536
+        } else {
+            lines
+        };
+        let shell = if script.starts_with("syswrite") {
+            "perl"
+        } else {
+            "sh"
+        };
         let mut command = std::process::Command::new(util::BIN);
         command
             .args(*flags)
-            .args(["sh", "-c", script])
+            .args([shell, if shell == "perl" { "-e" } else { "-c" }, script])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -299,7 +315,131 @@ fn a_parent_that_reads_only_after_saferun_ended_gets_64_kib_of_small_writes() {
         };
         let text = String::from_utf8_lossy(written);
         assert_eq!(text.lines().count(), lines * copies, "{flags:?}");
-        let last = format!("{:015}", lines - 1);
-        assert!(text.trim_end().ends_with(&last), "{flags:?}");
+        if shell == "sh" {
+            let last = format!("{:015}", lines - 1);
+            assert!(text.trim_end().ends_with(&last), "{flags:?}");
+        }
     }
+}
+
+/// The quota test's helper, run as an unprivileged user: uses up that user's pipe
+/// quota, then runs saferun with a command writing `count` lines of `size` bytes (one
+/// write each) into a pipe that nobody reads until saferun has ended. Prints `ended
+/// BYTES` or `hung BYTES`.
+fn quota_helper(saferun: &str, size: usize, count: usize, flags: &[String]) {
+    use std::os::fd::AsRawFd;
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    // Use up the quota: pipes grown as far as the kernel allows, then plain ones until
+    // a new pipe gets the least the kernel gives (2 pages) and none can grow.
+    let mut hold = Vec::new();
+    loop {
+        let (r, w) = std::io::pipe().unwrap();
+        let grown = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+        hold.push((r, w));
+        if grown < 0 || hold.len() > 4096 {
+            break;
+        }
+    }
+    // Then plain pipes, until new ones are made small.
+    for _ in 0..4096 {
+        let (r, w) = std::io::pipe().unwrap();
+        let size = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        hold.push((r, w));
+        if size < 65536 {
+            break;
+        }
+    }
+    // As fast as it can: lines pile up in the pipe, and saferun moves several at once.
+    let script = format!(
+        "$l = 'x' x {} . \"\\n\"; syswrite(STDOUT, $l) for 1..{count}",
+        size - 1
+    );
+    let mut child = std::process::Command::new(saferun)
+        .args(flags)
+        .args(["perl", "-e", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ended = util::eventually(Duration::from_secs(15), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut reader, &mut got);
+    println!("{} {}", if ended { "ended" } else { "hung" }, got.len());
+}
+
+#[test]
+fn a_parent_that_reads_late_gets_64_kib_even_when_the_pipe_quota_is_used_up() {
+    // As an unprivileged user whose pipe quota is used up, no pipe can grow: saferun
+    // must still pack what it writes into the parent's plain 64 KiB pipe as tightly as
+    // the command's own writes would have been.
+    if let Ok(task) = std::env::var("SAFERUN_QUOTA_HELPER") {
+        let words: Vec<String> = task.split_whitespace().map(str::to_string).collect();
+        let number = |i: usize| words[i].parse().unwrap();
+        let bin = std::env::var("SAFERUN_BIN").unwrap();
+        return quota_helper(&bin, number(0), number(1), &words[2..]);
+    }
+    if !util::tool("setpriv") || unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root and setpriv to run as an unprivileged user");
+        return;
+    }
+    // Both binaries where the unprivileged user can run them.
+    let dir = temp_dir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let me = dir.path().join("streams-test");
+    let saferun = dir.path().join("saferun");
+    std::fs::copy(std::env::current_exe().unwrap(), &me).unwrap();
+    std::fs::copy(util::BIN, &saferun).unwrap();
+    // What a plain 64 KiB pipe holds of writes of each size (a write goes into a page
+    // only when it fits there whole).
+    let cases = [
+        (16, 4096, ""),
+        (7, 9360, ""),
+        (100, 640, ""),
+        (1000, 64, ""),
+        (100, 640, "--merge"),
+    ];
+    for (size, count, flags) in cases {
+        let child = std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(&me)
+            .args([
+                "--exact",
+                "a_parent_that_reads_late_gets_64_kib_even_when_the_pipe_quota_is_used_up",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SAFERUN_QUOTA_HELPER", format!("{size} {count} {flags}"))
+            .env("SAFERUN_BIN", &saferun)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = util::wait_bounded(child, Duration::from_secs(60)).expect("helper ended");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("ended {}", size * count)),
+            "{size}-byte lines, {flags:?}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_directory_as_stdin_is_given_as_it_is() {
+    // Without saferun `echo hi < /tmp` prints hi: a command that does not read never
+    // notices. Through saferun the same.
+    let (status, stderr) = shell("\"$SAFERUN\" echo hi < /");
+    assert_eq!(status, Some(0), "{stderr}");
 }

@@ -190,7 +190,16 @@ fn a_refused_run_touches_no_file() {
     let link = link.to_str().unwrap();
     let fresh = dir.path().join("fresh");
     let fresh = fresh.to_str().unwrap();
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink("/nonexistent/d/e", &dangling).unwrap();
+    let dangling = dangling.to_str().unwrap();
+    let to_fresh = dir.path().join("to-fresh");
+    std::os::unix::fs::symlink(fresh, &to_fresh).unwrap();
+    let to_fresh = to_fresh.to_str().unwrap();
     let cases: &[&[&str]] = &[
+        &["-o", path, "-e", dangling],
+        &["-o", path, "--report", dangling],
+        &["-o", fresh, "-e", to_fresh],
         &["-o", path, "-e", path],
         &["-o", path, "-e", link],
         &["-o", path, "--report", link],
@@ -291,4 +300,39 @@ fn a_directory_as_the_command_says_so() {
         .run()
         .assert_code(126)
         .assert_stderr_contains("is a directory");
+}
+
+#[test]
+fn a_fifo_is_not_waited_for_when_the_run_is_refused_anyway() {
+    let dir = temp_dir();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = saferun([
+        "-o",
+        fifo.to_str().unwrap(),
+        "-e",
+        dir.path().to_str().unwrap(),
+        "true",
+    ])
+    .watchdog(std::time::Duration::from_secs(10))
+    .run();
+    out.assert_code(125);
+}
+
+#[test]
+fn a_script_with_windows_line_endings_says_so() {
+    let dir = temp_dir();
+    let script = dir.path().join("script");
+    std::fs::write(&script, "#!/bin/sh\r\necho hi\r\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    saferun([script.to_str().unwrap()])
+        .run()
+        .assert_code(126)
+        .assert_stderr_contains("carriage return");
 }

@@ -129,10 +129,13 @@ pub(crate) fn refuse(config: &Config, refusal: Refusal, notices: &Notices) -> Er
     }
 }
 
-/// Whether the report may be written for a refusal of `config`: not when it names the
-/// same file as another of the run's files.
+/// Whether the report may be written for a refusal of `config`: not when the report
+/// path is the problem, or names the same file as another of the run's files.
 pub(crate) fn report_writable(config: &Config) -> bool {
-    files::check_identities(&named_files(config)).is_ok()
+    match files::check_identities(&named_files(config)) {
+        Ok(_) => true,
+        Err(refusal) => refusal.report_writable,
+    }
 }
 
 fn named_files(config: &Config) -> Vec<Named<'_>> {
@@ -378,6 +381,12 @@ impl Launch {
             notices: self.notices,
             group,
             has_terminal: terminal.is_some(),
+            // Only a process that had children before can meet their orphans: only then
+            // is it worth a look now.
+            command_started: host
+                .as_ref()
+                .filter(|h| h.had_children())
+                .and_then(|_| crate::procfs::started(pid.as_raw())),
             start,
             events,
             control: events_tx,

@@ -57,6 +57,9 @@ pub(crate) struct Job {
     group: Group,
     /// The command was given the terminal's foreground.
     has_terminal: bool,
+    /// When the command started (ticks since boot): read while it can be, to tell the
+    /// tree's orphans from older ones.
+    command_started: Option<u64>,
     start: Instant,
     events: Receiver<Event>,
     /// Where the job's owner sends its requests (a handle's `cancel`).

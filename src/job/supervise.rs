@@ -13,6 +13,7 @@ use crate::event::{Event, StreamEnd};
 use crate::files;
 use crate::group;
 use crate::policy::{Action, Reason};
+use crate::procfs;
 use crate::record::{StreamEnding, human};
 use crate::signal::short_name;
 
@@ -90,7 +91,13 @@ impl Job {
     /// Records what an event tells about the run.
     fn note(&mut self, event: &Event) {
         match event {
-            Event::Exited(end) => self.record.child = Some(*end),
+            Event::Exited(end) => {
+                // Still readable: the command waits to be reaped.
+                if self.command_started.is_none() {
+                    self.command_started = procfs::started(self.group.pid().as_raw());
+                }
+                self.record.child = Some(*end);
+            }
             // A keyboard stop of the command: saferun will stop itself next.
             Event::Stopped(_) => {
                 if let Some(host) = &self.host {

@@ -27,6 +27,8 @@ pub(super) struct Tree<'a> {
     pid: Pid,
     pgid: Option<Pid>,
     host: Option<&'a Host>,
+    /// When the command started (ticks since boot), if known.
+    started: Option<u64>,
 }
 
 impl Tree<'_> {
@@ -36,13 +38,20 @@ impl Tree<'_> {
         let me = std::process::id() as i32;
         match self.host {
             Some(host) if host.subreaper() => {
-                let table = procfs::table(me, true, &host.not_ours(self.pid));
-                let root = if host.orphans_are_of(self.pid) {
-                    me
-                } else {
-                    self.pid.as_raw()
-                };
-                (table, root)
+                let mut table = procfs::table(me, true, &host.not_ours(self.pid));
+                if !host.orphans_are_of(self.pid) {
+                    return (table, self.pid.as_raw());
+                }
+                // Every orphan is this job's, but a descendant of a child the process had
+                // before (orphaned later, it came to the subreaper too): one that started
+                // before the command, or that is still in the process's own group, where
+                // nothing of a command with a group of its own goes.
+                let own_group = nix::unistd::getpgrp().as_raw();
+                table.retain(|p| {
+                    self.started.is_none_or(|start| p.started >= start)
+                        && (self.pgid.is_none() || p.pgid != own_group)
+                });
+                (table, me)
             }
             _ => (procfs::table(me, false, &[]), self.pid.as_raw()),
         }
@@ -91,6 +100,7 @@ impl Job {
             pid: self.group.pid(),
             pgid: self.group.pgid(),
             host: self.host.as_ref(),
+            started: self.command_started,
         }
     }
 
