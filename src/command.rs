@@ -55,10 +55,7 @@ impl Command {
     /// A command running `program`, looked up in `PATH` (a file without `#!` runs
     /// through /bin/sh), never through a shell.
     pub fn new(program: impl AsRef<OsStr>) -> Command {
-        Command {
-            config: Config::new(vec![program.as_ref().to_os_string()]),
-            host: None,
-        }
+        Command::from_argv([program])
     }
 
     /// A command from a whole argument vector, the program first (an empty one is
@@ -68,17 +65,18 @@ impl Command {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Command {
-            config: Config::new(argv.into_iter().map(|a| a.as_ref().into()).collect()),
-            host: None,
-        }
+        let mut config = Config::new(argv.into_iter().map(|a| a.as_ref().into()).collect());
+        config.outer_deadline = crate::deadline::from_env();
+        Command { config, host: None }
     }
 
+    /// Adds an argument.
     pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Command {
         self.config.argv.push(arg.as_ref().into());
         self
     }
 
+    /// Adds arguments.
     pub fn args<I, S>(&mut self, args: I) -> &mut Command
     where
         I: IntoIterator<Item = S>,
@@ -118,16 +116,19 @@ impl Command {
         self
     }
 
+    /// Where the command's stdin comes from (the process's own, by default).
     pub fn stdin(&mut self, stdin: Stdin) -> &mut Command {
         self.config.stdin = stdin.0;
         self
     }
 
+    /// Where the command's stdout goes (the process's own, by default).
     pub fn stdout(&mut self, output: Output) -> &mut Command {
         self.config.stdout = output.0;
         self
     }
 
+    /// Where the command's stderr goes (the process's own, by default).
     pub fn stderr(&mut self, output: Output) -> &mut Command {
         self.config.stderr = output.0;
         self
@@ -141,7 +142,25 @@ impl Command {
     }
 
     /// A wall-clock limit: when it runs out, the command's group gets
-    /// [`Command::signal`] (TERM), then KILL after [`Command::kill_after`].
+    /// [`Command::signal`] (TERM), then KILL after [`Command::kill_after`]. What the
+    /// command wrote until then is kept.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use saferun::{Command, Ending, Limit, Output};
+    ///
+    /// // A command that ignores TERM: KILL follows after the grace.
+    /// let outcome = Command::new("sh")
+    ///     .args(["-c", "trap '' TERM; echo partial; sleep 60"])
+    ///     .timeout(Duration::from_millis(200))
+    ///     .kill_after(Some(Duration::from_millis(200)))
+    ///     .stdout(Output::capture())
+    ///     .run()?;
+    /// assert_eq!(outcome.ending(), &Ending::TimedOut { limit: Limit::Timeout, killed: true });
+    /// assert_eq!(outcome.code(), 137);
+    /// assert_eq!(outcome.stdout().text(), "partial\n");
+    /// # Ok::<(), saferun::Error>(())
+    /// ```
     pub fn timeout(&mut self, limit: Duration) -> &mut Command {
         self.config.limits.timeout = Some(limit);
         self
@@ -184,6 +203,21 @@ impl Command {
     }
 
     /// What to do about processes that outlive the command (name them, by default).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use saferun::{Command, Leftovers, Output};
+    ///
+    /// let outcome = Command::new("sh")
+    ///     .args(["-c", "sleep 60 >/dev/null 2>&1 & echo started"])
+    ///     .leftovers(Leftovers::Kill)
+    ///     .kill_after(Some(Duration::from_millis(100)))
+    ///     .stdout(Output::capture())
+    ///     .run()?;
+    /// assert!(outcome.success());
+    /// assert_eq!(outcome.leftovers()[0].command, "sleep 60");
+    /// # Ok::<(), saferun::Error>(())
+    /// ```
     pub fn leftovers(&mut self, leftovers: Leftovers) -> &mut Command {
         self.config.leftovers = leftovers;
         self
@@ -417,6 +451,22 @@ impl Output {
 
     /// Each line handed to `callback` as it arrives, without its line ending, from the
     /// stream's own thread.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use saferun::{Command, Output};
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let lines = seen.clone();
+    /// Command::new("printf")
+    ///     .arg("one\ntwo\n")
+    ///     .stdout(Output::lines(move |line| {
+    ///         lines.lock().unwrap().push(String::from_utf8_lossy(line).into_owned())
+    ///     }))
+    ///     .run()?;
+    /// assert_eq!(*seen.lock().unwrap(), ["one", "two"]);
+    /// # Ok::<(), saferun::Error>(())
+    /// ```
     pub fn lines(callback: impl FnMut(&[u8]) + Send + 'static) -> Output {
         Output::to(Target::Lines(Arc::new(Mutex::new(Box::new(callback)))))
     }

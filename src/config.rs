@@ -58,7 +58,7 @@ impl Config {
             merge: false,
             report: None,
             on_timeout: None,
-            outer_deadline: crate::deadline::from_env(),
+            outer_deadline: None,
             sigpipe_ignored: false,
             take_terminal: false,
         }

@@ -5,22 +5,51 @@ use std::io;
 
 /// Why a command could not be run. How a run that did start ended (a timeout, a
 /// signal, an exit code) is never an error: that is its [`crate::Outcome`].
+///
+/// ```
+/// use saferun::{Command, Error};
+///
+/// match Command::new("no-such-program-here").run() {
+///     Err(error @ Error::NotFound { .. }) => {
+///         assert_eq!(error.code(), 127);
+///         assert_eq!(error.to_string(), "no-such-program-here: command not found");
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The run was refused before anything was started or touched: settings that
     /// contradict each other, a file that cannot be opened, two settings naming the
     /// same file, a temporary directory that cannot be used.
-    Refused { message: String },
+    Refused {
+        /// What was refused, and why, in one line.
+        message: String,
+    },
     /// No command of that name was found.
-    NotFound { message: String },
+    NotFound {
+        /// `PROGRAM: command not found`.
+        message: String,
+    },
     /// The command was found but cannot be executed (not executable, a directory, its
     /// `#!` interpreter missing).
-    NotExecutable { message: String },
+    NotExecutable {
+        /// `cannot execute PROGRAM: why`.
+        message: String,
+    },
     /// The command could not be started (out of processes, its working directory).
-    CannotStart { message: String },
+    CannotStart {
+        /// `cannot start PROGRAM: why`, or the directory that could not be entered.
+        message: String,
+    },
     /// Setting the run up failed (a pipe, a thread).
-    Io { what: String, source: io::Error },
+    Io {
+        /// What could not be done.
+        what: String,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 impl Error {

@@ -221,14 +221,17 @@ fn wait_change(pid: Pid) -> Option<Event> {
     }
 }
 
-/// Reaps the process's exited children that `keep` does not claim (orphans re-parented
-/// to a subreaper; never a job's own command, whose status its job reads), and says
-/// whether a live one of them remains.
-pub(crate) fn reap_orphans(children: &[i32], keep: impl Fn(i32) -> bool) -> bool {
+/// Reaps those of `children` that have exited and that `reap` allows (orphans
+/// re-parented to a subreaper), and says whether any of `children` is still alive.
+pub(crate) fn reap_orphans(children: &[i32], reap: impl Fn(i32) -> bool) -> bool {
     let mut live = false;
-    for &child in children.iter().filter(|pid| !keep(**pid)) {
+    for &child in children {
+        let mut flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+        if !reap(child) {
+            flags |= WaitPidFlag::WNOWAIT;
+        }
         loop {
-            match waitpid(Pid::from_raw(child), Some(WaitPidFlag::WNOHANG)) {
+            match nix::sys::wait::waitid(nix::sys::wait::Id::Pid(Pid::from_raw(child)), flags) {
                 Err(Errno::EINTR) => continue,
                 Ok(WaitStatus::StillAlive) => live = true,
                 _ => {}

@@ -29,7 +29,9 @@ use crate::procfs;
 /// - **Orphans.** On Linux the process becomes a *subreaper*: descendants that leave
 ///   their command's process group (`setsid`, a double fork) are re-parented to it, so
 ///   they are still found, signalled with their job and named as leftovers. The host
-///   reaps them when they exit, and never a job's own command.
+///   reaps them when they exit: children that are no job's command and are not in the
+///   process's own process group. The program's own children (spawned with
+///   `std::process`, in its group) keep their exit statuses for it.
 /// - **The terminal** ([`Host::install_with_terminal`]): a job whose command may use the
 ///   terminal gets its foreground process group for the run, as a shell gives it to a
 ///   job, and Ctrl-Z stops the command and the process together.
@@ -78,6 +80,8 @@ struct Registry {
 struct Registered {
     id: u64,
     pid: Pid,
+    /// Its exit was reported (it stays unreaped until the job reaps it).
+    exited: bool,
     /// Where the job's events go; `None` for a helper process (`--on-timeout`), which
     /// is only kept from the reaper.
     events: Option<Sender<Event>>,
@@ -142,18 +146,46 @@ impl Host {
         Ok(())
     }
 
-    /// One signal the process received: orphans to reap on SIGCHLD (which also tells
-    /// jobs waiting for their tree to look again), and every signal to every job.
+    /// One signal the process received. SIGCHLD: each job's command that changed state
+    /// is told to its job (peeked at, never reaped: see [`group::child_change`]), and
+    /// orphans are reaped; every signal goes to every job (SIGCHLD too: a job waiting for
+    /// its tree to die looks again).
     fn dispatch(&self, signal: Signal, from_kernel: bool) {
+        // Sent once the registry is let go: a job whose events wait may be asking it.
+        let mut outbox: Vec<(Sender<Event>, Event)> = Vec::new();
+        let mut registry = self.registry();
+        for job in &mut registry.jobs {
+            let Some(events) = &job.events else { continue };
+            while signal == Signal::SIGCHLD && !job.exited {
+                let Some(change) = group::child_change(job.pid) else {
+                    break;
+                };
+                job.exited = matches!(change, Event::Exited(_));
+                outbox.push((events.clone(), change));
+            }
+            outbox.push((
+                events.clone(),
+                Event::Signal {
+                    signal,
+                    from_kernel,
+                },
+            ));
+        }
+        drop(registry);
+        for (events, event) in outbox {
+            match event {
+                // A SIGCHLD a busy job misses is only a hint to look at its tree again.
+                Event::Signal {
+                    signal: Signal::SIGCHLD,
+                    ..
+                } => drop(events.try_send(event)),
+                // The rest must arrive, unless the job has stopped listening (it ended,
+                // and leaves the registry).
+                _ => drop(events.send_timeout(event, std::time::Duration::from_secs(1))),
+            }
+        }
         if signal == Signal::SIGCHLD && self.inner.subreaper {
             self.reap_orphans();
-        }
-        let registry = self.registry();
-        for events in registry.jobs.iter().filter_map(|job| job.events.as_ref()) {
-            let _ = events.try_send(Event::Signal {
-                signal,
-                from_kernel,
-            });
         }
     }
 
@@ -182,7 +214,12 @@ impl Host {
         let pid = spawn()?;
         registry.next_id += 1;
         let id = registry.next_id;
-        registry.jobs.push(Registered { id, pid, events });
+        registry.jobs.push(Registered {
+            id,
+            pid,
+            exited: false,
+            events,
+        });
         Ok((pid, JobId(id)))
     }
 
@@ -208,13 +245,23 @@ impl Host {
         self.registry().jobs.retain(|job| job.id != id.0);
     }
 
-    /// Reaps exited orphans; says whether a live one remains.
+    /// Reaps exited orphans; says whether any child but the jobs' commands is alive. An
+    /// orphan is a child that is no job's command (nor a helper's), and not in the
+    /// process's own group: the process's own children (a program's other
+    /// `std::process` children, those it had before) are left to whoever waits for them.
     pub(crate) fn reap_orphans(&self) -> bool {
-        let children = procfs::own_children();
+        let own_group = nix::unistd::getpgrp();
         let registry = self.registry();
-        group::reap_orphans(&children, |pid| {
-            registry.jobs.iter().any(|job| job.pid.as_raw() == pid)
-                || self.inner.not_ours.contains(&pid)
+        let orphans: Vec<i32> = procfs::own_children()
+            .into_iter()
+            .filter(|pid| {
+                !registry.jobs.iter().any(|job| job.pid.as_raw() == *pid)
+                    && !self.inner.not_ours.contains(pid)
+            })
+            .collect();
+        drop(registry);
+        group::reap_orphans(&orphans, |pid| {
+            nix::unistd::getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g != own_group)
         })
     }
 

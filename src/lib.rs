@@ -44,6 +44,8 @@
 //! and the drains send `event`s to the job's loop, which asks the `policy` what to do;
 //! at the end the `record` becomes the [`Outcome`] and the `report`.
 
+#![warn(missing_docs)]
+
 mod command;
 mod config;
 mod deadline;

@@ -99,13 +99,26 @@ pub enum Ending {
     /// killed itself, or been killed from outside).
     Signaled(i32),
     /// A limit fired and the job stopped the command: its signal, then KILL if it was
-    /// still running after the grace (`killed`).
-    TimedOut { limit: Limit, killed: bool },
+    /// still running after the grace.
+    TimedOut {
+        /// Which limit.
+        limit: Limit,
+        /// KILL was needed (or the command could not be killed at all).
+        killed: bool,
+    },
     /// The process running the job received this signal (through its [`crate::Host`]) and
-    /// passed it on; `killed` if KILL had to follow.
-    Cancelled { signal: Signal, killed: bool },
+    /// passed it on.
+    Cancelled {
+        /// The signal received.
+        signal: Signal,
+        /// It died of the KILL that followed.
+        killed: bool,
+    },
     /// The job's owner stopped it ([`crate::Handle::cancel`], a dropped handle).
-    Stopped { killed: bool },
+    Stopped {
+        /// It died of KILL (a dropped handle sends it at once).
+        killed: bool,
+    },
     /// The job itself failed while the command ran: a destination could not be written,
     /// or the command's input could not be read. The command was stopped.
     Failed,
@@ -148,6 +161,7 @@ impl Captured {
         String::from_utf8_lossy(&self.bytes)
     }
 
+    /// The bytes kept, owned.
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }
@@ -173,6 +187,7 @@ impl Captured {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Process {
+    /// Its pid.
     pub pid: u32,
     /// Its command line, or `[name]` when that cannot be read.
     pub command: String,
@@ -184,7 +199,9 @@ pub struct Process {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
 pub struct Usage {
+    /// CPU time in user mode.
     pub user_cpu: Duration,
+    /// CPU time in the kernel.
     pub system_cpu: Duration,
     /// The largest resident set of any one of them, in KiB.
     pub max_rss_kib: u64,

@@ -290,7 +290,11 @@ impl Launch {
         let mut held = Vec::new();
         // From here on the command runs: a failure must not leave it behind.
         let started = (|| -> std::io::Result<Vec<OpenStream>> {
-            group::watch(pid, events_tx.clone())?;
+            // Under a host its SIGCHLD tells the job of its command's changes; alone, a
+            // thread of its own waits for them.
+            if self.host.is_none() {
+                group::watch(pid, events_tx.clone())?;
+            }
             if let Some((source, pipe)) = stdin.feed {
                 Feeder {
                     source,

@@ -174,7 +174,10 @@ impl Job {
                 }
                 self.signal_tree(Signal::SIGKILL, "escalation");
             }
-            Action::SignalLeftovers(signal) => self.signal_tree(signal, "leftovers"),
+            Action::SignalLeftovers(signal) => {
+                self.name_leftovers();
+                self.signal_tree(signal, "leftovers");
+            }
             Action::PauseSelf => {
                 self.notices.detail("command stopped; pausing every timer");
                 if let Some(host) = &self.host {

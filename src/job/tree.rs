@@ -240,6 +240,28 @@ impl Job {
         held
     }
 
+    /// Records what is left of the tree as the command's leftovers (before they are
+    /// signalled and gone).
+    pub(super) fn name_leftovers(&mut self) {
+        for proc in self.tree().live().into_iter().map(procfs::with_command) {
+            self.notices.detail(&format!(
+                "pid {} ({}) outlived the command; stopping it (--kill-leftovers)",
+                proc.pid, proc.command
+            ));
+            self.note_leftover(proc);
+        }
+    }
+
+    fn note_leftover(&mut self, proc: Proc) {
+        if !self.record.leftovers.iter().any(|p| p.pid == proc.pid) {
+            self.record.leftovers.push(ProcessInfo {
+                pid: proc.pid,
+                command: proc.command,
+                state: Some(proc.state.to_string()),
+            });
+        }
+    }
+
     /// Finds processes that outlived the command and names them, or kills them
     /// (timeouts, cancellation, `--leftovers=kill`).
     pub(super) fn handle_leftovers(&mut self, command_reaped: bool, kill: bool) {
@@ -297,11 +319,7 @@ impl Job {
                     proc.pid, proc.command
                 ));
             }
-            self.record.leftovers.push(ProcessInfo {
-                pid: proc.pid,
-                command: proc.command,
-                state: Some(proc.state.to_string()),
-            });
+            self.note_leftover(proc);
         }
     }
 }
