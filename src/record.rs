@@ -16,7 +16,34 @@ pub struct SentSignal {
     pub to: &'static str,
     /// Why: `timeout`, `idle`, `cap`, `cancelled`, `failed`, `forwarded`, `escalation`,
     /// `job-control`, `leftovers`.
-    pub why: &'static str,
+    pub why: Why,
+}
+
+/// Why a signal went out (the report's `why`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The first signal of a stop, for this reason.
+    Stop(Reason),
+    /// saferun received it and passed it on.
+    Forwarded,
+    /// KILL after the grace.
+    Escalation,
+    /// Ctrl-Z and `fg`: the command continued with saferun.
+    JobControl,
+    /// What the command left, under `--kill-leftovers`.
+    Leftovers,
+}
+
+impl Why {
+    pub fn word(self) -> &'static str {
+        match self {
+            Why::Stop(reason) => reason.word(),
+            Why::Forwarded => "forwarded",
+            Why::Escalation => "escalation",
+            Why::JobControl => "job-control",
+            Why::Leftovers => "leftovers",
+        }
+    }
 }
 
 /// A process named in the report.

@@ -80,7 +80,7 @@ fn list<T>(items: &[T], json: fn(&T) -> Value) -> Value {
 
 impl SentSignal {
     fn json(&self) -> Value {
-        json!({"signal": self.signal, "at": self.at, "to": self.to, "why": self.why})
+        json!({"signal": self.signal, "at": self.at, "to": self.to, "why": self.why.word()})
     }
 }
 

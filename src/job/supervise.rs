@@ -14,7 +14,7 @@ use crate::files;
 use crate::group;
 use crate::policy::{Action, Reason};
 use crate::procfs;
-use crate::record::{StreamEnding, human};
+use crate::record::{StreamEnding, Why, human};
 use crate::signal::short_name;
 
 /// While the rest of a stopped tree is awaited, how often /proc is looked at.
@@ -150,7 +150,7 @@ impl Job {
             }
             Action::Forward(signal) => {
                 self.group.signal(signal);
-                self.log_signal(signal, "forwarded");
+                self.log_signal(signal, Why::Forwarded);
             }
             Action::Kill => {
                 match self.policy.stopping() {
@@ -172,11 +172,11 @@ impl Job {
                         short_name(self.limits.signal)
                     )),
                 }
-                self.signal_tree(Signal::SIGKILL, "escalation");
+                self.signal_tree(Signal::SIGKILL, Why::Escalation);
             }
             Action::SignalLeftovers(signal) => {
                 self.name_leftovers();
-                self.signal_tree(signal, "leftovers");
+                self.signal_tree(signal, Why::Leftovers);
             }
             Action::PauseSelf => {
                 self.notices.detail("command stopped; pausing every timer");
@@ -201,7 +201,7 @@ impl Job {
                     terminal.give_to(self.group.pid());
                 }
                 self.group.signal(Signal::SIGCONT);
-                self.log_signal(Signal::SIGCONT, "job-control");
+                self.log_signal(Signal::SIGCONT, Why::JobControl);
             }
             Action::CheckHolders => {
                 let held = self.name_pipe_holders();
@@ -225,11 +225,11 @@ impl Job {
         }
     }
 
-    /// Why signals go out now, in the report's words.
-    fn why(&self) -> &'static str {
+    /// Why signals go out now.
+    fn why(&self) -> Why {
         self.policy
             .stopping()
-            .map_or("leftovers", |s| s.reason.word())
+            .map_or(Why::Leftovers, |s| Why::Stop(s.reason))
     }
 
     /// A limit fired: say so, record the tree and what each process waits on, and run

@@ -16,7 +16,7 @@ use crate::group;
 use crate::host::Host;
 use crate::policy::Reason;
 use crate::procfs::{self, Proc, TreeEntry};
-use crate::record::{self, PipeHolder, ProcessInfo, SentSignal, human};
+use crate::record::{self, PipeHolder, ProcessInfo, SentSignal, Why, human};
 use crate::signal::short_name;
 
 /// After the final KILL of leftovers, how long the job waits to see them gone.
@@ -109,7 +109,7 @@ impl Job {
     /// can act on it. Under `--foreground` a stop (a limit, a forwarded signal) reaches
     /// the command alone, as with GNU `timeout`; what outlives it is the leftovers
     /// policy's.
-    pub(super) fn signal_tree(&mut self, signal: Signal, why: &'static str) {
+    pub(super) fn signal_tree(&mut self, signal: Signal, why: Why) {
         let and_continue = signal != Signal::SIGKILL && signal != Signal::SIGCONT;
         if self.group.signal(signal) {
             self.log_signal(signal, why);
@@ -147,16 +147,17 @@ impl Job {
         }
     }
 
-    pub(super) fn log_signal(&mut self, signal: Signal, why: &'static str) {
+    pub(super) fn log_signal(&mut self, signal: Signal, why: Why) {
         let (to, target) = match self.group.pgid() {
             Some(_) => ("group", "process group"),
             None => ("process", "pid"),
         };
-        if signal != Signal::SIGCONT || why == "job-control" {
+        if signal != Signal::SIGCONT || why == Why::JobControl {
             self.notices.detail(&format!(
-                "sent {} to {target} {} ({why})",
+                "sent {} to {target} {} ({})",
                 short_name(signal),
-                self.group.pid()
+                self.group.pid(),
+                why.word()
             ));
         }
         self.record.signals.push(SentSignal {
@@ -290,7 +291,7 @@ impl Job {
                 group::signal_pid(Pid::from_raw(proc.pid), Signal::SIGKILL);
             }
             if !left.is_empty() {
-                self.log_signal(Signal::SIGKILL, "leftovers");
+                self.log_signal(Signal::SIGKILL, Why::Leftovers);
             }
             let deadline = Instant::now() + REAP_GRACE;
             while Instant::now() < deadline
