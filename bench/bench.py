@@ -292,6 +292,90 @@ def line_mode(work):
        f"{SAFERUN} --prefix 'p: ' -- cat {text} | cat >/dev/null", "-", size, rounds=3)
 
 
+def several(work):
+    """Several commands in one saferun: the cost per job against xargs -P and GNU
+    parallel on the same 1000 short commands (16 at once), and what 100 long-running
+    jobs at once cost saferun (memory, descriptors, threads, the user's pipe quota)."""
+    n, jobs = 1000, 16
+    args = []
+    for i in range(n):
+        args += ([":::"] if i else []) + ["true"]
+    tools = {
+        "xargs -P": f"seq {n} | xargs -P {jobs} -I{{}} true",
+        "saferun -j": None,
+    }
+    if shutil.which("parallel"):
+        tools["GNU parallel -j"] = f"seq {n} | parallel -j {jobs} true >/dev/null"
+    times = {name: [] for name in tools}
+    for _ in range(3):
+        for name, cmd in tools.items():
+            start = time.perf_counter()
+            if cmd is None:
+                subprocess.run([SAFERUN, "-j", str(jobs), "--"] + args, env=ENV, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            else:
+                subprocess.run(["sh", "-c", cmd], env=ENV, check=True)
+            times[name].append(time.perf_counter() - start)
+    per_job = {name: statistics.median(t) / n * 1e6 for name, t in times.items()}
+    record(f"{n} short commands, {jobs} at once: µs per job (saferun)",
+           f"{per_job['saferun -j']:.0f}", "same order",
+           ", ".join(f"{name} {us:.0f} µs" for name, us in per_job.items()))
+
+    # 100 long-running jobs: saferun's own figures while they all run.
+    def while_running(count):
+        sleep_args = []
+        for i in range(count):
+            sleep_args += ([":::"] if i else []) + ["sleep", "4"]
+        p = subprocess.Popen([SAFERUN, "--"] + sleep_args, env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2.0)
+        pid = p.pid
+        status = open(f"/proc/{pid}/status").read()
+        rss = int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmRSS")))
+        threads = int(next(l.split()[1] for l in status.splitlines()
+                           if l.startswith("Threads")))
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        p.wait()
+        return rss, fds, threads
+    small_rss, small_fds, small_threads = while_running(10)
+    rss, fds, threads = while_running(100)
+    record("100 long-running jobs at once: saferun's RSS (KiB)", str(rss), "flat",
+           f"10 jobs {small_rss} KiB, 100 jobs {rss} KiB: "
+           f"{(rss - small_rss) / 90:.0f} KiB per job; descriptors {small_fds} -> {fds}, "
+           f"threads {small_threads} -> {threads}")
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        soft = int(open("/proc/sys/fs/pipe-user-pages-soft").read()) * 4096
+        probe = ("import fcntl, os\n"
+                 "held, total = [], 0\n"
+                 "while True:\n"
+                 "    r, w = os.pipe(); held += [r, w]\n"
+                 "    try:\n"
+                 "        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20); total += 1 << 20\n"
+                 "    except OSError:\n"
+                 "        break\n"
+                 "print(total)\n")
+        def free():
+            out = subprocess.run(as_user + ["python3", "-c", probe], capture_output=True,
+                                 text=True, env=ENV, check=True)
+            return int(out.stdout)
+        before = free()
+        sleep_args = []
+        for i in range(100):
+            sleep_args += ([":::"] if i else []) + ["sleep", "4"]
+        p = subprocess.Popen(as_user + [SAFERUN, "--"] + sleep_args, env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2.0)
+        during = free()
+        p.wait()
+        used = before - during
+        record("100 long-running jobs: pipe memory of the user's quota", 
+               f"{used * 100 / soft:.0f}%", "within quota",
+               f"{used // 2**20} MiB of pipe-user-pages-soft {soft // 2**20} MiB")
+    left = subprocess.run(["pgrep", "-c", "-x", "sleep"], capture_output=True, text=True)
+    record("processes left after the runs (sleep)", left.stdout.strip() or "0", "0", "")
+
+
 def main():
     if not os.path.exists(SAFERUN):
         sys.exit(f"build first: {SAFERUN} is missing")
@@ -301,7 +385,7 @@ def main():
     try:
         build_loads(work)
         only = sys.argv[1:] or ["throughput", "small", "quota", "memory", "startup",
-                                "precision", "latency", "lines"]
+                                "precision", "latency", "lines", "several"]
         if "throughput" in only:
             throughput(work)
         if "small" in only:
@@ -318,6 +402,8 @@ def main():
             latency()
         if "lines" in only:
             line_mode(work)
+        if "several" in only:
+            several(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

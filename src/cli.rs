@@ -14,6 +14,16 @@ use saferun::{Leftovers, Output, Signal, Stdin, Timestamps};
 
 use crate::units;
 
+mod several;
+
+/// What the command line asks for: one command, or several at once.
+// Made once per process.
+#[allow(clippy::large_enum_variant)]
+pub enum Run {
+    One(saferun::Command),
+    Several(saferun::Batch),
+}
+
 /// What saferun's caller gave it that the command must get as from a plain exec. A
 /// closed standard stream stays closed for the command (`seq 10 >&-` fails the same way
 /// through saferun as without it, instead of its output vanishing), and an ignored
@@ -176,15 +186,69 @@ fn command() -> Command {
                 ),
             duration_arg("on-timeout-limit", Some("10s"))
                 .help("How long --on-timeout may run before it is killed"),
+            Arg::new("procfile")
+                .long("procfile")
+                .value_name("FILE")
+                .value_parser(value_parser!(PathBuf))
+                .help_heading(SEVERAL)
+                .help("Run the commands of FILE at once: \"NAME: COMMAND\" lines, each run with /bin/sh -c"),
+            Arg::new("names")
+                .long("names")
+                .value_name("NAMES")
+                .help_heading(SEVERAL)
+                .help(
+                    "Comma-separated names for the commands (default: each command's first \
+                     word, made unique: make, make#2)",
+                ),
+            Arg::new("jobs")
+                .short('j')
+                .long("jobs")
+                .value_name("N")
+                .value_parser(value_parser!(usize))
+                .help_heading(SEVERAL)
+                .help("Run at most N commands at once (default: all; 0 = all); the rest start in order"),
+            flag("fail-fast").help_heading(SEVERAL).help(
+                "The first command that fails stops the others (signal, grace, KILL) and no \
+                 more start",
+            ),
+            Arg::new("until")
+                .long("until")
+                .value_name("NAME")
+                .help_heading(SEVERAL)
+                .help("When command NAME ends, stop the others; exit with NAME's status"),
+            duration_arg("total-timeout", None)
+                .help_heading(SEVERAL)
+                .help("Wall-clock limit for all the commands together"),
+            Arg::new("stdin-to")
+                .long("stdin-to")
+                .value_name("NAME")
+                .help_heading(SEVERAL)
+                .help("Give saferun's stdin (or --input, --stdin-file) to command NAME; the others read /dev/null"),
+            flag("group").help_heading(SEVERAL).help(
+                "Print each command's output as one block when it ends, instead of line by line",
+            ),
+            Arg::new("color")
+                .long("color")
+                .value_name("WHEN")
+                .value_parser(["auto", "always", "never"])
+                .default_value("auto")
+                .help_heading(SEVERAL)
+                .help("Colour each command's [name] prefix: auto (on a terminal, unless NO_COLOR), always, never"),
             Arg::new("command")
                 .value_name("COMMAND")
                 .value_parser(value_parser!(OsString))
-                .required(true)
+                .required_unless_present("procfile")
                 .trailing_var_arg(true)
                 .num_args(1..)
-                .help("The command and its arguments"),
+                .help(
+                    "The command and its arguments; several commands are separated by a \
+                     word that is exactly :::",
+                ),
         ])
 }
+
+/// The `--help` section of the options for several commands.
+const SEVERAL: &str = "Several commands (COMMAND ::: COMMAND ...)";
 
 /// An option taking a DURATION (`0` turns the limit off).
 fn duration_arg(long: &'static str, default: Option<&'static str>) -> Arg {
@@ -247,10 +311,11 @@ struct Options {
     quiet_unless_fail: bool,
     report: Option<PathBuf>,
     on_timeout: Option<(String, Duration)>,
+    several: several::Options,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum StdinOption {
+pub(crate) enum StdinOption {
     Inherit,
     File(PathBuf),
     Bytes(Vec<u8>),
@@ -260,7 +325,7 @@ enum StdinOption {
 /// Parses saferun's own arguments (the program name first) into the command to run.
 /// `Err` carries the exit status after the refusal was said (one `saferun:` line, 125,
 /// and the report if one is asked for; `--help`/`--version`: 0).
-pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<saferun::Command, i32> {
+pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Run, i32> {
     let matches = match command().try_get_matches_from(&args) {
         Ok(matches) => matches,
         Err(error) => {
@@ -286,6 +351,12 @@ pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<saferun::Comma
         }
     };
     let options = options(&matches);
+    if options.several.wanted(&options.argv) {
+        return match check(&matches, &options).and_then(|()| several::batch(&options, inherited)) {
+            Ok(batch) => Ok(Run::Several(batch)),
+            Err(message) => Err(refuse_batch(&options, message)),
+        };
+    }
     let command = options.command(inherited);
     match check(&matches, &options) {
         Ok(()) => {
@@ -299,10 +370,23 @@ pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<saferun::Comma
                     "saferun's stderr is closed: the command's stderr goes to the file only",
                 );
             }
-            Ok(command)
+            Ok(Run::One(command))
         }
         Err(message) => Err(refuse(Some(&command), message)),
     }
+}
+
+/// Says why several commands are refused (and reports it, when a report is asked for).
+fn refuse_batch(options: &Options, message: String) -> i32 {
+    let mut batch = saferun::Batch::new();
+    match &options.report {
+        Some(path) if path.as_os_str() == "-" => drop(batch.report_to_stderr()),
+        Some(path) => drop(batch.report(path)),
+        None => {}
+    }
+    let error = batch.refuse(message);
+    crate::say(&error.to_string());
+    error.code()
 }
 
 /// Says why the run is refused (and reports it, when a report is asked for).
@@ -355,6 +439,7 @@ fn check(matches: &ArgMatches, options: &Options) -> Result<(), String> {
     }
     let limited = given("timeout")
         || given("idle-timeout")
+        || given("total-timeout")
         || options.kill_at_max_output
         || std::env::var_os("SAFERUN_DEADLINE").is_some();
     if !limited {
@@ -448,13 +533,25 @@ fn options(matches: &ArgMatches) -> Options {
             let limit = limit("on-timeout-limit").unwrap_or(units::PRACTICALLY_NEVER);
             (command.clone(), limit)
         }),
+        several: several::Options::read(matches),
     }
 }
 
 impl Options {
     /// The command these options describe.
     fn command(&self, inherited: Inherited) -> saferun::Command {
-        let mut command = saferun::Command::from_argv(&self.argv);
+        let mut command = self.command_for(&self.argv, inherited);
+        match &self.report {
+            Some(path) if path.as_os_str() == "-" => command.report_to_stderr(),
+            Some(path) => command.report(path),
+            None => &mut command,
+        };
+        command
+    }
+
+    /// `argv` with these options (but the report, which is the whole run's).
+    fn command_for(&self, argv: &[OsString], inherited: Inherited) -> saferun::Command {
+        let mut command = saferun::Command::from_argv(argv);
         if let Some(timeout) = self.timeout {
             command.timeout(timeout);
         }
@@ -486,11 +583,6 @@ impl Options {
         } else {
             command.stderr(self.output(self.stderr_file.as_ref(), inherited.stderr_closed));
         }
-        match &self.report {
-            Some(path) if path.as_os_str() == "-" => command.report_to_stderr(),
-            Some(path) => command.report(path),
-            None => &mut command,
-        };
         if let Some((hook, limit)) = &self.on_timeout {
             command.on_timeout(hook.clone(), *limit);
         }
@@ -512,6 +604,8 @@ impl Options {
         }
         if self.quiet_unless_fail {
             output = output.hold_unless_failure();
+        } else if self.several.group {
+            output = output.hold_until_end();
         }
         if let Some(limit) = self.max_output {
             output = output.cap(limit);

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::Signal;
 
 use crate::config::{
-    CapAction, Config, Leftovers, OnTimeout, ReportTarget, StdinSource, StreamConfig, Target,
+    CapAction, Config, Hold, Leftovers, OnTimeout, ReportTarget, StdinSource, StreamConfig, Target,
     Timestamps,
 };
 use crate::error::Error;
@@ -295,6 +295,11 @@ impl Command {
         self
     }
 
+    /// The settings, for a [`crate::Batch`] to fit the command into its run.
+    pub(crate) fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
     /// The command and its arguments.
     pub fn argv(&self) -> &[OsString] {
         &self.config.argv
@@ -509,7 +514,14 @@ impl Output {
     /// Hold what passes through to the process's own stream, and print it only if the
     /// run fails, as `chronic` does (spilling to an unnamed temporary file past 1 MiB).
     pub fn hold_unless_failure(mut self) -> Output {
-        self.0.hold_unless_failure = true;
+        self.0.hold = Hold::UnlessSuccess;
+        self
+    }
+
+    /// Hold what passes through to the process's own stream until the run ends, then
+    /// print it as one block.
+    pub fn hold_until_end(mut self) -> Output {
+        self.0.hold = Hold::UntilEnd;
         self
     }
 }

@@ -39,6 +39,9 @@ pub(crate) struct Config {
     pub sigpipe_ignored: bool,
     /// Hand the terminal's foreground to the command when the host holds it.
     pub take_terminal: bool,
+    /// The job's place in a batch: its name, and the shared console that what passes
+    /// through and its notices go to instead of the process's own streams.
+    pub seat: Option<crate::console::Seat>,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             outer_deadline: None,
             sigpipe_ignored: false,
             take_terminal: false,
+            seat: None,
         }
     }
 
@@ -87,6 +91,8 @@ pub(crate) struct Env {
 pub(crate) struct Limits {
     /// Wall-clock limit; `None` means none.
     pub timeout: Option<Duration>,
+    /// The wall-clock limit is what a batch's total timeout left (for messages).
+    pub timeout_is_total: bool,
     /// Longest silence on stdout and stderr together.
     pub idle_timeout: Option<Duration>,
     /// Signal sent when a limit fires.
@@ -103,6 +109,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             timeout: None,
+            timeout_is_total: false,
             idle_timeout: None,
             signal: Signal::SIGTERM,
             kill_after: Some(Duration::from_secs(5)),
@@ -167,9 +174,9 @@ pub(crate) struct StreamConfig {
     /// A stream that goes to a file, a capture or a callback also passes through to the
     /// process's own stream (`--tee`).
     pub tee: bool,
-    /// What passes through to the process's own stream is held and printed only if the
-    /// run fails (`--quiet-unless-fail`).
-    pub hold_unless_failure: bool,
+    /// What passes through to the process's own stream is held, and printed only if
+    /// the run fails (`--quiet-unless-fail`), or when it ends (`--group`).
+    pub hold: Hold,
     /// Keep at most this many bytes: the first half, and the last half at the end.
     pub cap: Option<u64>,
     pub on_cap: CapAction,
@@ -188,6 +195,18 @@ impl StreamConfig {
     pub fn passes_through(&self) -> bool {
         matches!(self.to, Target::Inherit) || self.tee
     }
+}
+
+/// Whether, and until when, output that passes through is held back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Passed on as it comes.
+    #[default]
+    No,
+    /// Printed when the run ends, if it failed (`--quiet-unless-fail`, as `chronic`).
+    UnlessSuccess,
+    /// Printed when the run ends, as one block (`--group`).
+    UntilEnd,
 }
 
 /// Where an output stream goes.

@@ -98,6 +98,7 @@ mod tests {
     fn limits(timeout: Option<u64>) -> Limits {
         Limits {
             timeout: timeout.map(Duration::from_secs),
+            timeout_is_total: false,
             idle_timeout: None,
             signal: Signal::SIGTERM,
             kill_after: Some(Duration::from_secs(5)),

@@ -9,7 +9,9 @@
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, Signal, kill, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+use nix::sys::wait::waitpid;
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::{Pid, getpgrp};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -137,12 +139,30 @@ fn child_end(status: WaitStatus) -> Option<ChildEnd> {
     }
 }
 
-/// Frees the command's pid once [`child_change`] reported its end.
-pub fn reap(pid: Pid) {
+/// Frees the command's pid once [`child_change`] reported its end, and returns what it
+/// used: itself and the descendants it waited for (not the whole process's children:
+/// other jobs may run at the same time).
+pub fn reap(pid: Pid) -> Option<libc::rusage> {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    while waitpid(pid, None) == Err(Errno::EINTR) {}
+    loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for the kernel to overwrite.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are to live locals of the right types.
+        let reaped = unsafe { libc::wait4(pid.as_raw(), &mut status, 0, &mut usage) };
+        if reaped == pid.as_raw() {
+            return Some(usage);
+        }
+        if reaped < 0 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        return None;
+    }
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    let _ = pid;
+    {
+        let _ = pid;
+        None
+    }
 }
 
 /// Whether saferun has any child at all (one system call; before the command starts,
@@ -226,12 +246,16 @@ fn wait_change(pid: Pid) -> Option<Event> {
 pub(crate) fn reap_orphans(children: &[i32], reap: impl Fn(i32) -> bool) -> bool {
     let mut live = false;
     for &child in children {
-        let mut flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+        let mut flags = WaitPidFlag::WNOHANG;
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+        {
+            flags |= WaitPidFlag::WEXITED;
+        }
         if !reap(child) {
             flags |= WaitPidFlag::WNOWAIT;
         }
         loop {
-            match nix::sys::wait::waitid(nix::sys::wait::Id::Pid(Pid::from_raw(child)), flags) {
+            match peek_or_reap(Pid::from_raw(child), flags) {
                 Err(Errno::EINTR) => continue,
                 Ok(WaitStatus::StillAlive) => live = true,
                 _ => {}
@@ -240,6 +264,20 @@ pub(crate) fn reap_orphans(children: &[i32], reap: impl Fn(i32) -> bool) -> bool
         }
     }
     live
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn peek_or_reap(pid: Pid, flags: WaitPidFlag) -> nix::Result<WaitStatus> {
+    nix::sys::wait::waitid(nix::sys::wait::Id::Pid(pid), flags)
+}
+
+/// Without `waitid`, a child that must not be reaped is only asked whether it is alive.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn peek_or_reap(pid: Pid, flags: WaitPidFlag) -> nix::Result<WaitStatus> {
+    if flags.contains(WaitPidFlag::WNOWAIT) {
+        return nix::sys::signal::kill(pid, None).map(|()| WaitStatus::StillAlive);
+    }
+    waitpid(pid, Some(WaitPidFlag::WNOHANG))
 }
 
 /// The terminal saferun hands to the command for the run, as a shell does for a job.

@@ -114,6 +114,21 @@ impl Handle {
         self.wait_until(Some(Instant::now()))
     }
 
+    /// Where the outcome arrives, for a [`crate::Batch`] waiting on many jobs at once;
+    /// what it receives goes back through [`Handle::ended`].
+    pub(crate) fn done(&self) -> &Receiver<Outcome> {
+        &self.done
+    }
+
+    /// The job's outcome, received from [`Handle::done`].
+    pub(crate) fn ended(mut self, outcome: Outcome) -> Outcome {
+        self.outcome = Some(outcome.clone());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        outcome
+    }
+
     fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Outcome> {
         if self.outcome.is_none() {
             let received = match deadline {

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -59,6 +59,9 @@ pub struct Host {
 
 struct Inner {
     jobs: Mutex<Registry>,
+    /// Who else wants to know of the signals the process receives (a batch, which
+    /// starts no more jobs once one asks to stop).
+    listeners: Mutex<Vec<Sender<Signal>>>,
     /// Whether the signal handlers are in place: they are installed when the first job
     /// starts its command, so that until then (its files may take long to open: a FIFO
     /// waits for its reader) a signal ends the process as it would any other.
@@ -119,6 +122,7 @@ impl Host {
         Ok(Host {
             inner: Arc::new(Inner {
                 jobs: Mutex::new(Registry::default()),
+                listeners: Mutex::new(Vec::new()),
                 catching: Mutex::new(false),
                 subreaper,
                 not_ours,
@@ -172,6 +176,19 @@ impl Host {
             ));
         }
         drop(registry);
+        if signal != Signal::SIGCHLD {
+            let mut listeners = self
+                .inner
+                .listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            listeners.retain(|listener| {
+                !matches!(
+                    listener.try_send(signal),
+                    Err(crossbeam_channel::TrySendError::Disconnected(_))
+                )
+            });
+        }
         for (events, event) in outbox {
             match event {
                 // A SIGCHLD a busy job misses is only a hint to look at its tree again.
@@ -193,34 +210,55 @@ impl Host {
         self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The signals the process receives from now on (but SIGCHLD), as they come; the
+    /// listening ends when the receiver is dropped.
+    pub(crate) fn listen(&self) -> Receiver<Signal> {
+        let (listener, signals) = crossbeam_channel::bounded(16);
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+        signals
+    }
+
+    /// A place in the registry for a job about to start, and the mark its command's
+    /// environment carries ([`MARK`]): orphans that carry it are that job's.
+    pub(crate) fn reserve(&self) -> (JobId, String) {
+        let mut registry = self.registry();
+        registry.next_id += 1;
+        let id = registry.next_id;
+        (JobId(id), format!("{}.{id}", std::process::id()))
+    }
+
     /// Starts a job's command with `spawn` and registers it, under the registry's lock,
     /// so that the reaper never takes the command for an orphan (were it to exit at
     /// once).
     pub(crate) fn spawn_job<E: From<std::io::Error>>(
         &self,
+        id: JobId,
         events: Sender<Event>,
         spawn: impl FnOnce() -> Result<Pid, E>,
-    ) -> Result<(Pid, JobId), E> {
+    ) -> Result<Pid, E> {
         self.catch_signals()?;
-        self.register(Some(events), spawn)
+        self.register(id, Some(events), spawn)
     }
 
     fn register<E>(
         &self,
+        id: JobId,
         events: Option<Sender<Event>>,
         spawn: impl FnOnce() -> Result<Pid, E>,
-    ) -> Result<(Pid, JobId), E> {
+    ) -> Result<Pid, E> {
         let mut registry = self.registry();
         let pid = spawn()?;
-        registry.next_id += 1;
-        let id = registry.next_id;
         registry.jobs.push(Registered {
-            id,
+            id: id.0,
             pid,
             exited: false,
             events,
         });
-        Ok((pid, JobId(id)))
+        Ok(pid)
     }
 
     /// Starts a helper process (`--on-timeout`) under the registry's lock and keeps it
@@ -230,8 +268,9 @@ impl Host {
         spawn: impl FnOnce() -> std::io::Result<Pid>,
         done: impl FnOnce(Option<Pid>) -> T,
     ) -> T {
-        match self.register(None, spawn) {
-            Ok((pid, id)) => {
+        let (id, _) = self.reserve();
+        match self.register(id, None, spawn) {
+            Ok(pid) => {
                 let result = done(Some(pid));
                 self.leave(id);
                 result
@@ -309,6 +348,11 @@ impl Host {
         &self.inner.cont_watch
     }
 }
+
+/// The environment variable that marks a job's processes: `PID.ID` of each enclosing
+/// job, outermost first, separated by spaces. It is how an orphan re-parented to the
+/// subreaper is told to be one job's rather than another's when several run at once.
+pub(crate) const MARK: &str = "SAFERUN_JOB";
 
 /// A job's place in the host's registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,8 +46,10 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod command;
 mod config;
+mod console;
 mod deadline;
 mod diagnose;
 mod drain;
@@ -76,6 +78,7 @@ mod spill;
 mod splice;
 mod stdio;
 
+pub use batch::{Batch, BatchOutcome, Color, JobEnd, JobOutcome, StopCause};
 pub use command::{Command, Output, Stdin};
 pub use config::{Leftovers, Timestamps};
 pub use error::Error;

@@ -36,11 +36,11 @@ extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
     start(args, inherited)
 }
 
-/// parse → host → run → exit as the run ended.
+/// parse → host → run (one command, or several) → exit as the run ended.
 #[cfg_attr(test, allow(dead_code))]
 fn start(args: Vec<OsString>, inherited: Inherited) -> ! {
-    let mut command = match cli::parse(args, inherited) {
-        Ok(command) => command,
+    let run = match cli::parse(args, inherited) {
+        Ok(run) => run,
         Err(status) => std::process::exit(status),
     };
     let host = match Host::install_with_terminal() {
@@ -50,13 +50,13 @@ fn start(args: Vec<OsString>, inherited: Inherited) -> ! {
             std::process::exit(error.code());
         }
     };
-    match command.host(&host).run() {
-        Ok(outcome) => outcome.exit(),
-        Err(error) => {
-            say(&error.to_string());
-            std::process::exit(error.code());
-        }
-    }
+    let ended = match run {
+        cli::Run::One(mut command) => command.host(&host).run().map(|outcome| outcome.exit()),
+        cli::Run::Several(mut batch) => batch.host(&host).run().map(|outcome| outcome.exit()),
+    };
+    let Err(error) = ended;
+    say(&error.to_string());
+    std::process::exit(error.code());
 }
 
 /// One `saferun:` line on stderr, with one write(2) and without std's stderr lock (which

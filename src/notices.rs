@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::Sender;
 
+use crate::console::Seat;
 use crate::event::Stream;
 use crate::stdio::{own_stream, write_all_waiting};
 
@@ -27,6 +28,8 @@ pub(crate) struct Notices {
     /// How the last line on saferun's stderr ended: a notice after a partial line starts
     /// with a newline.
     line_end: Arc<LineEnd>,
+    /// In a batch: the job's name starts each notice, and they go to the shared console.
+    seat: Option<Seat>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -38,7 +41,19 @@ impl Notices {
             verbose: print && verbose,
             writer: Arc::new(OnceLock::new()),
             line_end: Arc::new(LineEnd::default()),
+            seat: None,
         }
+    }
+
+    /// The notices of one job of a batch.
+    pub fn at(mut self, seat: Option<Seat>) -> Notices {
+        self.seat = seat;
+        self
+    }
+
+    /// The job's place in a batch, if it has one.
+    pub fn seat(&self) -> Option<&Seat> {
+        self.seat.as_ref()
     }
 
     /// What a destination that shares saferun's stderr reports its last byte to.
@@ -59,7 +74,10 @@ impl Notices {
     /// A line that is always printed (when notices are printed at all).
     pub fn say(&self, message: &str) {
         if self.print {
-            let line = format!("saferun: {message}\n");
+            let line = match &self.seat {
+                Some(seat) => format!("saferun: [{}] {message}\n", seat.name()),
+                None => format!("saferun: {message}\n"),
+            };
             self.raw(line.into_bytes());
         }
     }
@@ -73,6 +91,11 @@ impl Notices {
 
     /// Bytes for saferun's stderr, as they are, on a line of their own.
     pub fn raw(&self, mut bytes: Vec<u8>) {
+        if let Some(seat) = self.seat.clone() {
+            // The console starts it on a line of its own.
+            self.run(move || drop(seat.write(Stream::Stderr, &bytes)));
+            return;
+        }
         let line_end = self.line_end.clone();
         self.run(move || {
             if line_end.mid_line() {

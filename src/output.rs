@@ -1,6 +1,6 @@
 //! The command's stdout and stderr on their way out: assembling each stream's chain of
-//! sinks from its configuration, and releasing output held by `--quiet-unless-fail`
-//! once the exit status is known.
+//! sinks from its configuration, and releasing output held by `--quiet-unless-fail` or
+//! `--group` once the exit status is known.
 
 use std::fs::File;
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use crate::config::{CapAction, StreamConfig, Target};
+use crate::config::{CapAction, Hold as HoldUntil, StreamConfig, Target};
 use crate::event::{Event, Stream};
 use crate::notices::Notices;
 use crate::sink::{
@@ -43,7 +43,7 @@ pub(crate) struct StreamSetup<'a> {
 pub(crate) struct Built {
     pub sink: Box<dyn Sink>,
     pub cap: Option<Arc<CapStats>>,
-    pub held: Option<HeldOutput>,
+    pub held: Option<(HoldUntil, HeldOutput)>,
     pub captured: Option<Arc<Mutex<Vec<u8>>>>,
 }
 
@@ -51,8 +51,10 @@ pub(crate) struct Built {
 ///
 /// ```text
 /// drain ─▶ Cap (--max-output) ─▶ Lines (--prefix/--timestamps) ─▶ Fanout ─┬▶ file, capture or callback
-///                                                                          └▶ [Hold (--quiet-unless-fail)] ─▶ the process's own stream
+///                                                                          └▶ [Hold (--quiet-unless-fail, --group)] ─▶ the process's own stream
 /// ```
+///
+/// In a batch the process's own stream is the batch's console (see [`crate::console`]).
 pub(crate) fn build(setup: StreamSetup<'_>) -> Built {
     let config = setup.config;
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -81,10 +83,12 @@ pub(crate) fn build(setup: StreamSetup<'_>) -> Built {
     }
     let mut held = None;
     if config.passes_through() {
-        if config.hold_unless_failure {
+        if config.hold != HoldUntil::No {
             let output = Held::new();
-            held = Some(output.clone());
+            held = Some((config.hold, output.clone()));
             sinks.push(Box::new(Hold::new(output)));
+        } else if let Some(seat) = setup.notices.seat() {
+            sinks.push(Box::new(seat.sink(setup.stream)));
         } else {
             // saferun's notices go to its stderr: that stream, or stdout when it is the
             // same file (a terminal, `2>&1`), must tell how its last line ended.
@@ -118,7 +122,11 @@ pub(crate) fn build(setup: StreamSetup<'_>) -> Built {
             setup.pid,
             setup.command,
         );
-        sink = Box::new(Lines::new(sink, prefix, config.timestamps, setup.start));
+        let lines = Lines::new(sink, prefix, config.timestamps, setup.start);
+        sink = Box::new(match setup.notices.seat() {
+            Some(_) => lines.whole_lines_only(),
+            None => lines,
+        });
     }
     let mut cap = None;
     if let Some(limit) = config.cap {
@@ -156,17 +164,31 @@ fn is_own_stderr(file: &File) -> bool {
     own.is_some() && own == id(file.as_fd())
 }
 
-/// `--quiet-unless-fail`: prints what was held, stream by stream, if the run failed. The
-/// copying happens on the notices writer, so a stalled reader cannot hold saferun past
-/// its bound (see [`Notices::flush`]).
-pub(crate) fn release_held(held: Vec<(Stream, HeldOutput)>, failed: bool, notices: &Notices) {
-    for (stream, output) in held {
-        if !failed {
+/// Prints what was held, stream by stream: always after `--group`, only if the run
+/// failed after `--quiet-unless-fail`. The copying happens on the notices writer, so a
+/// stalled reader cannot hold saferun past its bound (see [`Notices::flush`]).
+pub(crate) fn release_held(
+    held: Vec<(Stream, HoldUntil, HeldOutput)>,
+    failed: bool,
+    notices: &Notices,
+) {
+    for (stream, until, output) in held {
+        if until == HoldUntil::UnlessSuccess && !failed {
             let bytes = output.lock().map(|o| o.len()).unwrap_or(0);
             notices.detail(&format!(
                 "discarded {bytes} bytes of {} (--quiet-unless-fail, success)",
                 stream.name()
             ));
+            continue;
+        }
+        if let Some(seat) = notices.seat().cloned() {
+            let reporter = notices.clone();
+            notices.run(move || {
+                let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(error) = seat.write_block(stream, |out| output.release(out)) {
+                    reporter.say(&format!("cannot print the held {}: {error}", stream.name()));
+                }
+            });
             continue;
         }
         let reporter = notices.clone();

@@ -631,6 +631,7 @@ mod tests {
     fn limits() -> Limits {
         Limits {
             timeout: Some(Duration::from_secs(10)),
+            timeout_is_total: false,
             idle_timeout: None,
             signal: Signal::SIGTERM,
             kill_after: Some(Duration::from_secs(5)),

@@ -67,6 +67,19 @@ pub fn own_children() -> Vec<i32> {
     .collect()
 }
 
+/// Whether `pid`'s environment (as it was at its exec) has `name` with `word` among
+/// its space-separated words.
+pub fn env_has_word(pid: i32, name: &str, word: &str) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let prefix = format!("{name}=");
+    environ
+        .split(|b| *b == 0)
+        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+        .is_some_and(|value| value.split(|b| *b == b' ').any(|w| w == word.as_bytes()))
+}
+
 /// Every process below `root` but `skip` and theirs, or `None` if the kernel has no
 /// `children` files.
 fn family(root: i32, skip: &[i32]) -> Option<Vec<Proc>> {

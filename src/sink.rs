@@ -721,6 +721,10 @@ pub struct Lines {
     /// The current line was already started on the output (flushed partially), so its
     /// continuation gets no second prefix.
     continuing: bool,
+    /// A partial line goes out after a pause (one command on its own stream: a prompt,
+    /// a progress bar), or waits for its end (a batch's shared console, where another
+    /// job's line would cut into it).
+    flush_on_pause: bool,
 }
 
 /// Lines batched into one write stay under this, the size a pipe writes atomically.
@@ -743,7 +747,15 @@ impl Lines {
             out: Vec::with_capacity(ATOMIC_WRITE * 2),
             partial: Vec::new(),
             continuing: false,
+            flush_on_pause: true,
         }
+    }
+
+    /// A partial line waits for its end (or the 64 KiB line buffer to fill), whatever
+    /// the pause.
+    pub fn whole_lines_only(mut self) -> Lines {
+        self.flush_on_pause = false;
+        self
     }
 
     /// Renders `--prefix`'s template for one stream.
@@ -863,7 +875,7 @@ impl Sink for Lines {
     }
 
     fn partial_pending(&self) -> bool {
-        !self.partial.is_empty()
+        self.flush_on_pause && !self.partial.is_empty()
     }
 
     fn flush_partial(&mut self) -> Result<(), SinkError> {

@@ -63,7 +63,7 @@ struct Files {
 impl Job {
     /// Checks and opens what the run needs, then starts the command and its threads.
     pub(crate) fn start(config: &Config, host: Option<&Host>) -> Result<Job, Error> {
-        let notices = Notices::new(config.print_notices, config.verbose);
+        let notices = Notices::new(config.print_notices, config.verbose).at(config.seat.clone());
         if config.argv.is_empty() {
             let refusal = Refusal {
                 message: "missing command".into(),
@@ -175,7 +175,7 @@ fn named_files(config: &Config) -> Vec<Named<'_>> {
 fn open_files(config: &Config) -> Result<Files, Refusal> {
     let named = named_files(config);
     let needs_temporary = [&config.stdout, &config.stderr].iter().any(|stream| {
-        (stream.passes_through() && stream.hold_unless_failure)
+        (stream.passes_through() && stream.hold != crate::config::Hold::No)
             || stream.cap.is_some_and(output::cap_spills)
     });
     let opened = files::open_all(&named, || {
@@ -254,21 +254,36 @@ impl Launch {
             stdout: pipes.out_writer.take(),
             stderr: pipes.err_writer.take(),
         };
+        // Under a subreaper the command's environment carries the job's mark, which
+        // tells its orphans from other jobs'.
+        let reserved = self
+            .host
+            .as_ref()
+            .filter(|host| host.subreaper())
+            .map(Host::reserve);
+        let mut env = environment(config, effective.export);
+        if let Some((_, mark)) = &reserved {
+            add_mark(&mut env, mark);
+        }
         let setup = Setup {
             own_group: !config.share_group,
             terminal: terminal.and_then(|t| t.clone_fd()),
             to_default: terminal
                 .map(|t| t.ignored_here().to_vec())
                 .unwrap_or_default(),
-            env: environment(config, effective.export),
+            env,
             cwd: config.cwd.clone(),
             sigpipe_ignored: config.sigpipe_ignored,
         };
         let spawn = || spawn::spawn(&config.argv, wiring, setup);
         let spawned = match &self.host {
-            Some(host) => host
-                .spawn_job(events_tx.clone(), spawn)
-                .map(|(pid, id)| (pid, Some(id))),
+            Some(host) => {
+                let id = reserved
+                    .as_ref()
+                    .map_or_else(|| host.reserve().0, |(id, _)| *id);
+                host.spawn_job(id, events_tx.clone(), spawn)
+                    .map(|pid| (pid, Some(id)))
+            }
             None => spawn().map(|pid| (pid, None)),
         };
         let (pid, host_id) = match spawned {
@@ -333,8 +348,8 @@ impl Launch {
                     notices: self.notices.clone(),
                     events: events_tx.clone(),
                 });
-                if let Some(output) = built.held {
-                    held.push((stream, output));
+                if let Some((until, output)) = built.held {
+                    held.push((stream, until, output));
                 }
                 let shared = Shared {
                     stop: stop_rx.clone(),
@@ -382,6 +397,7 @@ impl Launch {
             config: self.config.clone(),
             host: self.host,
             host_id,
+            mark: reserved.map(|(_, mark)| mark),
             notices: self.notices,
             group,
             has_terminal: terminal.is_some(),
@@ -472,6 +488,22 @@ fn environment(config: &Config, export: Option<SystemTime>) -> Vec<(OsString, Os
         );
     }
     env
+}
+
+/// Appends `mark` to the environment's [`crate::host::MARK`] (an enclosing saferun's
+/// job keeps its own mark in front).
+fn add_mark(env: &mut Vec<(OsString, OsString)>, mark: &str) {
+    let name = OsString::from(crate::host::MARK);
+    let value = match env.iter().position(|(n, _)| *n == name) {
+        Some(at) => {
+            let (_, mut value) = env.remove(at);
+            value.push(" ");
+            value.push(mark);
+            value
+        }
+        None => mark.into(),
+    };
+    env.push((name, value));
 }
 
 fn spawn_failure(error: SpawnError) -> (Error, Exit) {

@@ -50,6 +50,8 @@ pub(crate) struct Job {
     host: Option<Host>,
     /// Its place in the host's registry.
     host_id: Option<JobId>,
+    /// The mark its command's environment carries (under a subreaper host).
+    mark: Option<String>,
     notices: Notices,
     /// The limits in force (an enclosing deadline may have shortened them).
     limits: Limits,
@@ -74,7 +76,8 @@ pub(crate) struct Job {
     stdin_file: Option<(File, u64)>,
     /// Bytes the feeder gave the command.
     fed: Arc<AtomicU64>,
-    held: Vec<(Stream, HeldOutput)>,
+    /// Output held back (`--quiet-unless-fail`, `--group`), released at the end.
+    held: Vec<(Stream, crate::config::Hold, HeldOutput)>,
     report: Option<ReportOut>,
     record: Record,
 }

@@ -246,6 +246,9 @@ impl Job {
                 "timed out after {} (the enclosing saferun's deadline); sending {signal}",
                 human(self.limits.timeout.unwrap_or_default())
             ),
+            _ if self.limits.timeout_is_total => {
+                format!("stopped by --total-timeout; sending {signal}")
+            }
             _ => format!(
                 "timed out after {} (--timeout); sending {signal}",
                 human(self.limits.timeout.unwrap_or_default())

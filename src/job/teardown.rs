@@ -33,7 +33,7 @@ impl Job {
         self.stop = None;
         self.await_drains();
         self.count_streams();
-        let exited = self.reap();
+        let (exited, usage) = self.reap();
         let kill_leftovers = self.config.leftovers == Leftovers::Kill
             || (self.policy.stopping().is_some() && !self.config.share_group);
         self.handle_leftovers(exited, kill_leftovers);
@@ -51,7 +51,7 @@ impl Job {
             .map(|s| s.reason)
             .filter(|r| *r != Reason::Leftovers);
         self.record.duration = self.start.elapsed();
-        self.record.rusage = children_rusage();
+        self.record.rusage = usage.map(rusage).unwrap_or_else(children_rusage);
         let facts = Facts {
             child: self.record.child,
             reason: self.record.reason,
@@ -67,9 +67,11 @@ impl Job {
                 outcome::LEFTOVERS_STATUS
             ));
         }
+        // A job its owner stopped (a batch stopping the rest) did not fail.
+        let stopped_by_owner = self.record.reason == Some(Reason::Stopped);
         output::release_held(
             std::mem::take(&mut self.held),
-            outcome::is_failure(exit, self.policy.cancelled().is_some()),
+            outcome::is_failure(exit, self.policy.cancelled().is_some()) && !stopped_by_owner,
             &self.notices,
         );
         if let Some(report) = self.report.take() {
@@ -124,8 +126,9 @@ impl Job {
     }
 
     /// Reaps the command, after a last KILL to its group if the tree must go. Returns
-    /// whether it had exited (a command that survived KILL cannot be reaped).
-    fn reap(&mut self) -> bool {
+    /// whether it had exited (a command that survived KILL cannot be reaped), and what
+    /// it used.
+    fn reap(&mut self) -> (bool, Option<libc::rusage>) {
         // An exit whose event is late; or a KILL sent an instant ago (every stage due at
         // once) that has not landed yet.
         let landed_by = Instant::now()
@@ -153,11 +156,12 @@ impl Job {
                 // have been reused by anyone else.
                 self.group.signal(Signal::SIGKILL);
             }
-            group::reap(self.group.pid());
-        } else if let Some(proc) = procfs::read(self.group.pid().as_raw()) {
+            return (true, group::reap(self.group.pid()));
+        }
+        if let Some(proc) = procfs::read(self.group.pid().as_raw()) {
             self.unkillable(proc, "the command");
         }
-        exited
+        (false, None)
     }
 
     /// What the capturing streams kept.
@@ -187,6 +191,19 @@ impl Job {
     }
 }
 
+/// The command's usage as `wait4` gave it (itself and the descendants it waited for).
+fn rusage(usage: libc::rusage) -> record::Rusage {
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    record::Rusage {
+        user_cpu_seconds: record::round_ms(seconds(usage.ru_utime)),
+        system_cpu_seconds: record::round_ms(seconds(usage.ru_stime)),
+        // A c_long: i64 here, i32 on 32-bit targets.
+        #[allow(clippy::useless_conversion)]
+        max_rss_kib: i64::from(usage.ru_maxrss),
+    }
+}
+
+/// Where `wait4` gives no usage: all the process's reaped children (the only job's).
 fn children_rusage() -> record::Rusage {
     use nix::sys::resource::{UsageWho, getrusage};
     let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use super::Job;
 use crate::group;
-use crate::host::Host;
+use crate::host::{Host, MARK};
 use crate::policy::Reason;
 use crate::procfs::{self, Proc, TreeEntry};
 use crate::record::{self, PipeHolder, ProcessInfo, SentSignal, Why, human};
@@ -29,32 +29,39 @@ pub(super) struct Tree<'a> {
     host: Option<&'a Host>,
     /// When the command started (ticks since boot), if known.
     started: Option<u64>,
+    /// The mark in its command's environment.
+    mark: Option<&'a str>,
 }
 
 impl Tree<'_> {
-    /// The table to look in and the process to look below: the whole process's family
-    /// when every orphan in it is this job's, else the command.
+    /// The table to look in and the process to look below: the command, or, under a
+    /// subreaper, the whole process's family less what is not this job's.
     fn scope(&self) -> (Vec<Proc>, i32) {
         let me = std::process::id() as i32;
-        match self.host {
-            Some(host) if host.subreaper() => {
-                let mut table = procfs::table(me, true, &host.not_ours(self.pid));
-                if !host.orphans_are_of(self.pid) {
-                    return (table, self.pid.as_raw());
-                }
-                // Every orphan is this job's, but a descendant of a child the process had
-                // before (orphaned later, it came to the subreaper too): one that started
-                // before the command, or that is still in the process's own group, where
-                // nothing of a command with a group of its own goes.
-                let own_group = nix::unistd::getpgrp().as_raw();
-                table.retain(|p| {
-                    self.started.is_none_or(|start| p.started >= start)
-                        && (self.pgid.is_none() || p.pgid != own_group)
-                });
-                (table, me)
-            }
-            _ => (procfs::table(me, false, &[]), self.pid.as_raw()),
+        let Some(host) = self.host.filter(|host| host.subreaper()) else {
+            return (procfs::table(me, false, &[]), self.pid.as_raw());
+        };
+        let mut table = procfs::table(me, true, &host.not_ours(self.pid));
+        if !host.orphans_are_of(self.pid) {
+            // Other jobs run: of the orphans, those that carry this job's mark are its.
+            let Some(mark) = self.mark else {
+                return (table, self.pid.as_raw());
+            };
+            let command = self.pid.as_raw();
+            table.retain(|p| {
+                p.ppid != me || p.pid == command || procfs::env_has_word(p.pid, MARK, mark)
+            });
         }
+        // Not a descendant of a child the process had before (orphaned later, it came
+        // to the subreaper too): one that started before the command, or that is still
+        // in the process's own group, where nothing of a command with a group of its own
+        // goes.
+        let own_group = nix::unistd::getpgrp().as_raw();
+        table.retain(|p| {
+            self.started.is_none_or(|start| p.started >= start)
+                && (self.pgid.is_none() || p.pgid != own_group)
+        });
+        (table, me)
     }
 
     /// Every live process of the tree but the command itself (alive or waiting to be
@@ -101,6 +108,7 @@ impl Job {
             pgid: self.group.pgid(),
             host: self.host.as_ref(),
             started: self.command_started,
+            mark: self.mark.as_deref(),
         }
     }
 
