@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
-use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Command, value_parser};
+use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Command, ValueHint, value_parser};
 use saferun::{Leftovers, Output, Signal, Stdin, Timestamps};
 
 use crate::units;
@@ -22,6 +22,15 @@ mod several;
 pub enum Run {
     One(saferun::Command),
     Several(saferun::Batch),
+}
+
+/// The command line, ready to run.
+pub struct Parsed {
+    pub run: Run,
+    /// Act as a container's init (`--init`, or saferun is PID 1).
+    pub init: bool,
+    /// `--remap-exit FROM=TO`, in order: the first match wins.
+    pub remap_exit: Vec<(i32, i32)>,
 }
 
 /// What saferun's caller gave it that the command must get as from a plain exec. A
@@ -104,6 +113,7 @@ fn command() -> Command {
             ),
             Arg::new("stdin-file")
                 .long("stdin-file")
+                .value_hint(ValueHint::FilePath)
                 .value_name("PATH")
                 .value_parser(value_parser!(PathBuf))
                 .help("Feed the command this file as its stdin"),
@@ -116,12 +126,14 @@ fn command() -> Command {
             Arg::new("stdout-file")
                 .short('o')
                 .long("stdout-file")
+                .value_hint(ValueHint::FilePath)
                 .value_name("PATH")
                 .value_parser(value_parser!(PathBuf))
                 .help("Write the command's stdout to this file instead of saferun's stdout"),
             Arg::new("stderr-file")
                 .short('e')
                 .long("stderr-file")
+                .value_hint(ValueHint::FilePath)
                 .value_name("PATH")
                 .value_parser(value_parser!(PathBuf))
                 .help("Write the command's stderr to this file instead of saferun's stderr"),
@@ -173,6 +185,7 @@ fn command() -> Command {
             ),
             Arg::new("report")
                 .long("report")
+                .value_hint(ValueHint::FilePath)
                 .value_name("PATH")
                 .value_parser(value_parser!(PathBuf))
                 .help("Write a JSON record of the run to PATH (- for stderr), however it ends"),
@@ -186,8 +199,30 @@ fn command() -> Command {
                 ),
             duration_arg("on-timeout-limit", Some("10s"))
                 .help("How long --on-timeout may run before it is killed"),
+            flag("init").help_heading(CONTAINER).help(
+                "Act as a container's init (on by itself when saferun is PID 1): reap every \
+                 orphan, pass on every signal, and when the command ends stop what is left \
+                 (--signal, --kill-after, KILL) and name it",
+            ),
+            Arg::new("remap-exit")
+                .long("remap-exit")
+                .value_name("FROM=TO")
+                .value_parser(remap)
+                .action(ArgAction::Append)
+                .help_heading(CONTAINER)
+                .help(
+                    "Exit with TO instead of FROM (e.g. 143=0: a clean stop by TERM is no \
+                     failure); may be repeated",
+                ),
+            Arg::new("generate")
+                .long("generate")
+                .value_name("WHAT")
+                .value_parser(["man", "complete-bash", "complete-zsh", "complete-fish"])
+                .exclusive(true)
+                .help("Print saferun's man page or a shell's completion script, and exit"),
             Arg::new("procfile")
                 .long("procfile")
+                .value_hint(ValueHint::FilePath)
                 .value_name("FILE")
                 .value_parser(value_parser!(PathBuf))
                 .help_heading(SEVERAL)
@@ -237,7 +272,8 @@ fn command() -> Command {
             Arg::new("command")
                 .value_name("COMMAND")
                 .value_parser(value_parser!(OsString))
-                .required_unless_present("procfile")
+                .required_unless_present_any(["procfile", "generate"])
+                .value_hint(ValueHint::CommandWithArguments)
                 .trailing_var_arg(true)
                 .num_args(1..)
                 .help(
@@ -246,6 +282,9 @@ fn command() -> Command {
                 ),
         ])
 }
+
+/// The `--help` section of the options for containers.
+const CONTAINER: &str = "Containers";
 
 /// The `--help` section of the options for several commands.
 const SEVERAL: &str = "Several commands (COMMAND ::: COMMAND ...)";
@@ -279,6 +318,14 @@ fn duration(text: &str) -> Result<Limit, String> {
 
 fn size(text: &str) -> Result<u64, String> {
     units::parse_size(text).map_err(|e| format!("{e}; expected {}", units::SIZE_FORM))
+}
+
+/// `FROM=TO`, two exit statuses.
+fn remap(text: &str) -> Result<(i32, i32), String> {
+    let status = |part: &str| part.trim().parse::<u8>().ok().map(i32::from);
+    text.split_once('=')
+        .and_then(|(from, to)| Some((status(from)?, status(to)?)))
+        .ok_or_else(|| format!("{text:?} is not FROM=TO with two exit statuses (0-255)"))
 }
 
 fn signal_arg(text: &str) -> Result<Signal, String> {
@@ -325,7 +372,7 @@ pub(crate) enum StdinOption {
 /// Parses saferun's own arguments (the program name first) into the command to run.
 /// `Err` carries the exit status after the refusal was said (one `saferun:` line, 125,
 /// and the report if one is asked for; `--help`/`--version`: 0).
-pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Run, i32> {
+pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Parsed, i32> {
     let matches = match command().try_get_matches_from(&args) {
         Ok(matches) => matches,
         Err(error) => {
@@ -350,10 +397,32 @@ pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Run, i32> {
             return Err(refuse(partial.as_ref(), one_line(&error)));
         }
     };
-    let options = options(&matches);
+    if let Some(what) = word(&matches, "generate") {
+        return Err(generate(what));
+    }
+    let init = flag_set(&matches, "init") || std::process::id() == 1;
+    let remap_exit: Vec<(i32, i32)> = matches
+        .get_many::<(i32, i32)>("remap-exit")
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+    let parsed = |run| Parsed {
+        run,
+        init,
+        remap_exit: remap_exit.clone(),
+    };
+    let mut options = options(&matches);
+    let leftovers_given = flag_set(&matches, "kill-leftovers")
+        || matches.value_source("leftovers") == Some(ValueSource::CommandLine);
+    if init && !leftovers_given {
+        // What outlives the command would die with the namespace, by KILL: stop it
+        // gracefully first.
+        options.leftovers = Leftovers::Kill;
+    }
     if options.several.wanted(&options.argv) {
         return match check(&matches, &options).and_then(|()| several::batch(&options, inherited)) {
-            Ok(batch) => Ok(Run::Several(batch)),
+            Ok(batch) => Ok(parsed(Run::Several(batch))),
             Err(message) => Err(refuse_batch(&options, message)),
         };
     }
@@ -370,9 +439,35 @@ pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Run, i32> {
                     "saferun's stderr is closed: the command's stderr goes to the file only",
                 );
             }
-            Ok(Run::One(command))
+            Ok(parsed(Run::One(command)))
         }
         Err(message) => Err(refuse(Some(&command), message)),
+    }
+}
+
+/// `--generate`: the man page or a completion script on stdout. Returns the exit status.
+fn generate(what: &str) -> i32 {
+    let mut text = Vec::new();
+    let mut cli = command();
+    let written = match what {
+        "man" => clap_mangen::Man::new(cli).render(&mut text),
+        shell => {
+            let shell = match shell {
+                "complete-zsh" => clap_complete::Shell::Zsh,
+                "complete-fish" => clap_complete::Shell::Fish,
+                _ => clap_complete::Shell::Bash,
+            };
+            clap_complete::generate(shell, &mut cli, "saferun", &mut text);
+            Ok(())
+        }
+    };
+    let printed = written.and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &text));
+    match printed {
+        Ok(()) => 0,
+        Err(error) => {
+            crate::say(&format!("cannot write the {what}: {error}"));
+            125
+        }
     }
 }
 
@@ -419,7 +514,7 @@ fn check(matches: &ArgMatches, options: &Options) -> Result<(), String> {
     if given("on-timeout-limit") && options.on_timeout.is_none() {
         return Err("--on-timeout-limit does nothing without --on-timeout".into());
     }
-    if matches.get_flag("kill-leftovers")
+    if flag_set(matches, "kill-leftovers")
         && given("leftovers")
         && word(matches, "leftovers") != Some("kill")
     {
@@ -472,6 +567,17 @@ fn one_line(error: &clap::Error) -> String {
     format!("{first} (try 'saferun --help')")
 }
 
+/// Whether a flag was given; false also where a command line that failed to parse has
+/// no value for it (clap panics on `get_flag` there).
+fn flag_set(matches: &ArgMatches, id: &str) -> bool {
+    matches
+        .try_get_one::<bool>(id)
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false)
+}
+
 fn word<'a>(matches: &'a ArgMatches, id: &str) -> Option<&'a str> {
     matches.get_one::<String>(id).map(String::as_str)
 }
@@ -484,7 +590,7 @@ fn options(matches: &ArgMatches) -> Options {
         StdinOption::File(path)
     } else if let Some(input) = matches.get_one::<OsString>("input") {
         StdinOption::Bytes(input.as_bytes().to_vec())
-    } else if matches.get_flag("no-stdin") {
+    } else if flag_set(matches, "no-stdin") {
         StdinOption::Null
     } else {
         StdinOption::Inherit
@@ -504,21 +610,21 @@ fn options(matches: &ArgMatches) -> Options {
             .copied()
             .unwrap_or(Signal::SIGTERM),
         kill_after: limit("kill-after"),
-        preserve_status: matches.get_flag("preserve-status"),
-        foreground: matches.get_flag("foreground"),
+        preserve_status: flag_set(matches, "preserve-status"),
+        foreground: flag_set(matches, "foreground"),
         linger: limit("linger").unwrap_or(Duration::ZERO),
-        leftovers: match (matches.get_flag("kill-leftovers"), word("leftovers")) {
+        leftovers: match (flag_set(matches, "kill-leftovers"), word("leftovers")) {
             (true, _) | (_, Some("kill")) => Leftovers::Kill,
             (_, Some("fail")) => Leftovers::Fail,
             _ => Leftovers::Warn,
         },
-        verbose: matches.get_flag("verbose"),
+        verbose: flag_set(matches, "verbose"),
         stdin,
         stdout_file: path("stdout-file"),
         stderr_file: path("stderr-file"),
-        append: matches.get_flag("append"),
-        tee: matches.get_flag("tee"),
-        merge: matches.get_flag("merge"),
+        append: flag_set(matches, "append"),
+        tee: flag_set(matches, "tee"),
+        merge: flag_set(matches, "merge"),
         max_output: matches.get_one::<u64>("max-output").copied(),
         kill_at_max_output: word("on-max-output") == Some("kill"),
         prefix: matches.get_one::<String>("prefix").cloned(),
@@ -527,7 +633,7 @@ fn options(matches: &ArgMatches) -> Options {
             "local" => Timestamps::Local,
             _ => Timestamps::Elapsed,
         }),
-        quiet_unless_fail: matches.get_flag("quiet-unless-fail"),
+        quiet_unless_fail: flag_set(matches, "quiet-unless-fail"),
         report: path("report"),
         on_timeout: matches.get_one::<String>("on-timeout").map(|command| {
             let limit = limit("on-timeout-limit").unwrap_or(units::PRACTICALLY_NEVER);

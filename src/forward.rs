@@ -42,6 +42,15 @@ pub(crate) const FORWARDED: &[Signal] = &[
     Signal::SIGCHLD,
 ];
 
+/// What a container's init also passes on: the signals whose default is to be ignored
+/// or to stop, which PID 1 would otherwise drop (a terminal's resize included).
+pub(crate) const ALSO_AS_INIT: &[Signal] = &[
+    Signal::SIGWINCH,
+    Signal::SIGURG,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
+
 /// Installed handlers; signals that arrive before [`Handlers::start`] wait in its pipe.
 pub(crate) struct Handlers(SignalsInfo<WithOrigin>);
 
@@ -87,12 +96,14 @@ impl ContWatch {
     }
 }
 
-/// Installs the handlers. Done before the command starts, so that no signal (and no
-/// SIGCHLD) is missed.
-pub(crate) fn install(watch: &ContWatch) -> io::Result<Handlers> {
+/// Installs the handlers (`init`: for [`ALSO_AS_INIT`] too). Done before the command
+/// starts, so that no signal (and no SIGCHLD) is missed.
+pub(crate) fn install(watch: &ContWatch, init: bool) -> io::Result<Handlers> {
+    let also: &[Signal] = if init { ALSO_AS_INIT } else { &[] };
     let wanted: Vec<i32> = FORWARDED
         .iter()
         .filter(|signal| matches!(signal, Signal::SIGCONT | Signal::SIGCHLD) || !ignored(**signal))
+        .chain(also)
         .map(|signal| *signal as i32)
         .collect();
     // A mask inherited from the caller could hold these back forever (a blocked SIGCHLD

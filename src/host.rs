@@ -67,6 +67,8 @@ struct Inner {
     /// waits for its reader) a signal ends the process as it would any other.
     catching: Mutex<bool>,
     subreaper: bool,
+    /// A container's init ([`Host::install_init`]).
+    init: bool,
     /// The process's children from before the host: never any job's.
     not_ours: Vec<i32>,
     terminal: Option<Terminal>,
@@ -94,6 +96,7 @@ impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host")
             .field("subreaper", &self.inner.subreaper)
+            .field("init", &self.inner.init)
             .field("terminal", &self.inner.terminal.is_some())
             .finish()
     }
@@ -102,17 +105,27 @@ impl std::fmt::Debug for Host {
 impl Host {
     /// Installs the signal handlers and, on Linux, makes the process a subreaper.
     pub fn install() -> Result<Host, Error> {
-        Host::setup(None)
+        Host::setup(None, false)
     }
 
     /// As [`Host::install`], and when the process runs in the foreground of a terminal
     /// (one of its standard streams is it), holds that terminal for jobs that take it:
     /// TTIN and TTOU are ignored by the process from now on, as a shell does.
     pub fn install_with_terminal() -> Result<Host, Error> {
-        Host::setup(Terminal::if_foreground())
+        Host::setup(Terminal::if_foreground(), false)
     }
 
-    fn setup(terminal: Option<Terminal>) -> Result<Host, Error> {
+    /// As [`Host::install_with_terminal`], for a container's first process (PID 1) or
+    /// any process that must act as an init: every orphan is reaped, whatever its
+    /// group (none stays a zombie), and the signals PID 1 would drop unless caught
+    /// (WINCH, URG, TTIN, TTOU) are passed on too. Commands should then stop their
+    /// leftovers ([`crate::Leftovers::Kill`]), so that a graceful stop reaches every
+    /// process before the namespace goes.
+    pub fn install_init() -> Result<Host, Error> {
+        Host::setup(Terminal::if_foreground(), true)
+    }
+
+    fn setup(terminal: Option<Terminal>, init: bool) -> Result<Host, Error> {
         let subreaper = group::become_subreaper();
         let not_ours = if group::has_children() {
             procfs::own_children()
@@ -125,6 +138,7 @@ impl Host {
                 listeners: Mutex::new(Vec::new()),
                 catching: Mutex::new(false),
                 subreaper,
+                init,
                 not_ours,
                 terminal,
                 cont_watch: ContWatch::default(),
@@ -143,7 +157,7 @@ impl Host {
         if *catching {
             return Ok(());
         }
-        let handlers = forward::install(&self.inner.cont_watch)?;
+        let handlers = forward::install(&self.inner.cont_watch, self.inner.init)?;
         let dispatch = self.clone();
         handlers.start(move |signal, from_kernel| dispatch.dispatch(signal, from_kernel))?;
         *catching = true;
@@ -299,9 +313,15 @@ impl Host {
             })
             .collect();
         drop(registry);
+        let init = self.inner.init;
         group::reap_orphans(&orphans, |pid| {
-            nix::unistd::getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g != own_group)
+            init || nix::unistd::getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g != own_group)
         })
+    }
+
+    /// Whether the process is a container's init.
+    pub(crate) fn init(&self) -> bool {
+        self.inner.init
     }
 
     /// Whether the process had children before the host (some of their descendants may

@@ -39,24 +39,51 @@ extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
 /// parse → host → run (one command, or several) → exit as the run ended.
 #[cfg_attr(test, allow(dead_code))]
 fn start(args: Vec<OsString>, inherited: Inherited) -> ! {
-    let run = match cli::parse(args, inherited) {
-        Ok(run) => run,
+    let parsed = match cli::parse(args, inherited) {
+        Ok(parsed) => parsed,
         Err(status) => std::process::exit(status),
     };
-    let host = match Host::install_with_terminal() {
+    let host = match if parsed.init {
+        Host::install_init()
+    } else {
+        Host::install_with_terminal()
+    } {
         Ok(host) => host,
         Err(error) => {
             say(&error.to_string());
             std::process::exit(error.code());
         }
     };
-    let ended = match run {
-        cli::Run::One(mut command) => command.host(&host).run().map(|outcome| outcome.exit()),
-        cli::Run::Several(mut batch) => batch.host(&host).run().map(|outcome| outcome.exit()),
+    let remap = |code: i32| {
+        parsed
+            .remap_exit
+            .iter()
+            .find(|(from, _)| *from == code)
+            .map(|(_, to)| *to)
+    };
+    let ended = match parsed.run {
+        cli::Run::One(mut command) => {
+            command
+                .host(&host)
+                .run()
+                .map(|outcome| match remap(outcome.code()) {
+                    Some(code) => std::process::exit(code),
+                    None => outcome.exit(),
+                })
+        }
+        cli::Run::Several(mut batch) => {
+            batch
+                .host(&host)
+                .run()
+                .map(|outcome| match remap(outcome.code()) {
+                    Some(code) => std::process::exit(code),
+                    None => outcome.exit(),
+                })
+        }
     };
     let Err(error) = ended;
     say(&error.to_string());
-    std::process::exit(error.code());
+    std::process::exit(remap(error.code()).unwrap_or(error.code()));
 }
 
 /// One `saferun:` line on stderr, with one write(2) and without std's stderr lock (which

@@ -11,7 +11,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use saferun::{Batch, Color, Stdin};
 
-use super::{Inherited, StdinOption};
+use super::{Inherited, StdinOption, flag_set};
 
 /// The word that separates commands.
 const SEPARATOR: &str = ":::";
@@ -41,13 +41,13 @@ impl Options {
             procfile: matches.get_one::<PathBuf>("procfile").cloned(),
             names: word("names"),
             jobs: matches.get_one::<usize>("jobs").copied(),
-            fail_fast: matches.get_flag("fail-fast"),
+            fail_fast: flag_set(matches, "fail-fast"),
             until: word("until"),
             total_timeout: matches
                 .get_one::<super::Limit>("total-timeout")
                 .and_then(|limit| limit.0),
             stdin_to: word("stdin-to"),
-            group: matches.get_flag("group"),
+            group: flag_set(matches, "group"),
             color: match word("color").as_deref() {
                 Some("always") => Color::Always,
                 Some("never") => Color::Never,

@@ -166,11 +166,25 @@ impl Job {
                             short_name(self.signal_for(stopping.reason))
                         ));
                     }
-                    _ => self.notices.say(&format!(
-                        "leftovers still running {} after {}; sending KILL",
-                        human(self.limits.kill_after.unwrap_or_default()),
-                        short_name(self.limits.signal)
-                    )),
+                    _ => {
+                        let names: Vec<String> = self
+                            .tree()
+                            .live()
+                            .into_iter()
+                            .map(procfs::with_command)
+                            .map(|p| format!("pid {} ({})", p.pid, p.command))
+                            .collect();
+                        self.notices.say(&format!(
+                            "leftovers still running {} after {}; sending KILL to {}",
+                            human(self.limits.kill_after.unwrap_or_default()),
+                            short_name(self.limits.signal),
+                            if names.is_empty() {
+                                "the group".to_string()
+                            } else {
+                                names.join(", ")
+                            }
+                        ));
+                    }
                 }
                 self.signal_tree(Signal::SIGKILL, Why::Escalation);
             }

@@ -252,11 +252,19 @@ impl Job {
     /// Records what is left of the tree as the command's leftovers (before they are
     /// signalled and gone).
     pub(super) fn name_leftovers(&mut self) {
+        // A container's init says what it stops on its way out: the log may be all
+        // that is left of the container.
+        let init = self.host.as_ref().is_some_and(Host::init);
         for proc in self.tree().live().into_iter().map(procfs::with_command) {
-            self.notices.detail(&format!(
+            let line = format!(
                 "pid {} ({}) outlived the command; stopping it (--kill-leftovers)",
                 proc.pid, proc.command
-            ));
+            );
+            if init {
+                self.notices.say(&line);
+            } else {
+                self.notices.detail(&line);
+            }
             self.note_leftover(proc);
         }
     }
@@ -315,10 +323,12 @@ impl Job {
         }
         for proc in left {
             if kill {
-                self.notices.detail(&format!(
-                    "killed leftover pid {} ({})",
-                    proc.pid, proc.command
-                ));
+                let line = format!("killed leftover pid {} ({})", proc.pid, proc.command);
+                if self.host.as_ref().is_some_and(Host::init) {
+                    self.notices.say(&line);
+                } else {
+                    self.notices.detail(&line);
+                }
                 if let Some(stuck) = procfs::read(proc.pid).filter(|p| p.state != 'Z') {
                     self.unkillable(stuck, "leftover");
                 }
