@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Command, ValueHint, value_parser};
-use saferun::{Leftovers, Output, Signal, Stdin, Timestamps};
+use saferun::{Leftovers, Output, Pty, Signal, Stdin, Timestamps};
 
 use crate::units;
 
@@ -71,6 +71,10 @@ fn command() -> Command {
                 .help("Wall-clock limit for the command (e.g. 5, 1.5m, 1m30s, 250ms; 0 = none)"),
             duration_arg("idle-timeout", None).help(
                 "Limit on silence: no byte on stdout or stderr for this long counts as a timeout",
+            ),
+            duration_arg("heartbeat", None).help(
+                "While the command is silent, a line on stderr this often (saferun: still \
+                 running after 12m, last output 5m ago)",
             ),
             Arg::new("signal")
                 .short('s')
@@ -180,6 +184,23 @@ fn command() -> Command {
                     "Prefix every line with a time: seconds since start (elapsed, the default), \
                      utc or local",
                 ),
+            Arg::new("pty")
+                .long("pty")
+                .value_name("WHEN")
+                .value_parser(["auto", "always", "never"])
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_value("auto")
+                .default_missing_value("always")
+                .help(
+                    "Make the command's stdout a pseudo-terminal, so that it line-buffers and \
+                     keeps colours: auto (when saferun's stdout is a terminal and passes \
+                     through unchanged), always (--pty), never",
+                ),
+            flag("pty-stdin").help(
+                "With --pty, the command's stdin is that terminal too, fed by saferun line by \
+                 line",
+            ),
             flag("quiet-unless-fail").help(
                 "Hold all output and print it only if saferun exits non-zero (as chronic does)",
             ),
@@ -338,6 +359,7 @@ struct Options {
     argv: Vec<OsString>,
     timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    heartbeat: Option<Duration>,
     signal: Signal,
     kill_after: Option<Duration>,
     preserve_status: bool,
@@ -356,9 +378,18 @@ struct Options {
     prefix: Option<String>,
     timestamps: Option<Timestamps>,
     quiet_unless_fail: bool,
+    pty: PtyOption,
+    pty_stdin: bool,
     report: Option<PathBuf>,
     on_timeout: Option<(String, Duration)>,
     several: several::Options,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PtyOption {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -508,6 +539,9 @@ fn check(matches: &ArgMatches, options: &Options) -> Result<(), String> {
     if options.append && !files {
         return Err("--append does nothing without --stdout-file or --stderr-file".into());
     }
+    if options.pty_stdin && options.pty == PtyOption::Never {
+        return Err("--pty-stdin needs a pseudo-terminal: it contradicts --pty=never".into());
+    }
     if given("on-max-output") && options.max_output.is_none() {
         return Err("--on-max-output does nothing without --max-output".into());
     }
@@ -604,6 +638,7 @@ fn options(matches: &ArgMatches) -> Options {
             .collect(),
         timeout: limit("timeout"),
         idle_timeout: limit("idle-timeout"),
+        heartbeat: limit("heartbeat"),
         // Missing only from what is left of a command line that failed to parse.
         signal: matches
             .get_one::<Signal>("signal")
@@ -634,6 +669,12 @@ fn options(matches: &ArgMatches) -> Options {
             _ => Timestamps::Elapsed,
         }),
         quiet_unless_fail: flag_set(matches, "quiet-unless-fail"),
+        pty: match word("pty") {
+            Some("always") => PtyOption::Always,
+            Some("never") => PtyOption::Never,
+            _ => PtyOption::Auto,
+        },
+        pty_stdin: flag_set(matches, "pty-stdin"),
         report: path("report"),
         on_timeout: matches.get_one::<String>("on-timeout").map(|command| {
             let limit = limit("on-timeout-limit").unwrap_or(units::PRACTICALLY_NEVER);
@@ -664,6 +705,9 @@ impl Options {
         if let Some(idle) = self.idle_timeout {
             command.idle_timeout(idle);
         }
+        if let Some(every) = self.heartbeat {
+            command.heartbeat(every);
+        }
         command
             .signal(self.signal)
             .kill_after(self.kill_after)
@@ -674,6 +718,8 @@ impl Options {
             .leftovers(self.leftovers)
             .print_notices(true, self.verbose)
             .keep_sigpipe_ignored(inherited.sigpipe_ignored)
+            .pty(self.pty_for(inherited))
+            .pty_stdin(self.pty_stdin)
             .stdin(match &self.stdin {
                 _ if inherited.stdin_closed && self.stdin == StdinOption::Inherit => {
                     Stdin::closed()
@@ -693,6 +739,33 @@ impl Options {
             command.on_timeout(hook.clone(), *limit);
         }
         command
+    }
+
+    /// Whether the command's stdout is a pseudo-terminal. `auto`: when saferun's own
+    /// stdout is a terminal and the command's passes through to it unchanged (one
+    /// command, no file, no prefix, no cap, nothing held), so the command sees much
+    /// what it would see without saferun; `--pty-stdin` asks for one.
+    fn pty_for(&self, inherited: Inherited) -> Pty {
+        match self.pty {
+            PtyOption::Always => Pty::Always,
+            PtyOption::Never => Pty::Never,
+            PtyOption::Auto if self.pty_stdin => Pty::Always,
+            PtyOption::Auto => {
+                let plain = self.stdout_file.is_none()
+                    && self.prefix.is_none()
+                    && self.timestamps.is_none()
+                    && self.max_output.is_none()
+                    && !self.quiet_unless_fail
+                    && !inherited.stdout_closed
+                    && !self.several.wanted(&self.argv);
+                let terminal = nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+                if plain && terminal {
+                    Pty::IfAvailable
+                } else {
+                    Pty::Never
+                }
+            }
+        }
     }
 
     /// One output stream: to its file (also passed through with `--tee`), or to

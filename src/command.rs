@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::Signal;
 
 use crate::config::{
-    CapAction, Config, Hold, Leftovers, OnTimeout, ReportTarget, StdinSource, StreamConfig, Target,
-    Timestamps,
+    CapAction, Config, Hold, Leftovers, OnTimeout, Pty, ReportTarget, StdinSource, StreamConfig,
+    Target, Timestamps,
 };
 use crate::error::Error;
 use crate::handle::Handle;
@@ -278,6 +278,47 @@ impl Command {
     /// it) instead of at its default.
     pub fn keep_sigpipe_ignored(&mut self, keep: bool) -> &mut Command {
         self.config.sigpipe_ignored = keep;
+        self
+    }
+
+    /// While the command writes nothing, print a notice this often (`saferun: still
+    /// running after 12m, last output 5m ago`), so that a CI runner that kills silent
+    /// jobs sees life; the command's own output is never held back for it. Needs
+    /// [`Command::print_notices`].
+    pub fn heartbeat(&mut self, every: Duration) -> &mut Command {
+        self.config.heartbeat = Some(every).filter(|every| !every.is_zero());
+        self
+    }
+
+    /// Make the command's stdout a pseudo-terminal, so that it line-buffers (C stdio,
+    /// Python and most runtimes block-buffer a pipe) and keeps its colours and progress
+    /// bars; its stderr stays a stream of its own. What it writes is read as from a
+    /// pipe: every option works the same. Without a terminal handed over by the host,
+    /// the command leads a session of its own with this terminal as its controlling
+    /// terminal; with one, it stays in the host's session, so that the keyboard and
+    /// `/dev/tty` still reach it.
+    ///
+    /// ```
+    /// use saferun::{Command, Output, Pty};
+    ///
+    /// let outcome = Command::new("sh")
+    ///     .args(["-c", "[ -t 1 ] && echo terminal"])
+    ///     .pty(Pty::Always)
+    ///     .stdout(Output::capture())
+    ///     .run()?;
+    /// assert_eq!(outcome.stdout().text(), "terminal\n");
+    /// # Ok::<(), saferun::Error>(())
+    /// ```
+    pub fn pty(&mut self, pty: Pty) -> &mut Command {
+        self.config.pty = pty;
+        self
+    }
+
+    /// With [`Command::pty`], the command's stdin is that terminal too, and saferun
+    /// feeds it what the command's stdin would have been, line by line (canonical
+    /// mode, lines of up to 4095 bytes), ending with an end-of-file character.
+    pub fn pty_stdin(&mut self, on: bool) -> &mut Command {
+        self.config.pty_stdin = on;
         self
     }
 

@@ -39,6 +39,12 @@ pub(crate) struct Config {
     pub sigpipe_ignored: bool,
     /// Hand the terminal's foreground to the command when the host holds it.
     pub take_terminal: bool,
+    /// While the command is silent, a notice this often (`--heartbeat`).
+    pub heartbeat: Option<Duration>,
+    /// Whether the command's stdout is a pseudo-terminal (`--pty`).
+    pub pty: Pty,
+    /// Its stdin is that terminal too (`--pty-stdin`), fed by saferun.
+    pub pty_stdin: bool,
     /// The job's place in a batch: its name, and the shared console that what passes
     /// through and its notices go to instead of the process's own streams.
     pub seat: Option<crate::console::Seat>,
@@ -64,6 +70,9 @@ impl Config {
             outer_deadline: None,
             sigpipe_ignored: false,
             take_terminal: false,
+            heartbeat: None,
+            pty: Pty::Never,
+            pty_stdin: false,
             seat: None,
         }
     }
@@ -117,6 +126,19 @@ impl Default for Limits {
             linger: Duration::from_secs(1),
         }
     }
+}
+
+/// Whether the command's stdout is a pseudo-terminal, so that it line-buffers (see
+/// [`crate::Command::pty`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pty {
+    /// A pipe, as usual.
+    #[default]
+    Never,
+    /// A pseudo-terminal; the run is refused if none can be opened.
+    Always,
+    /// A pseudo-terminal if one can be opened, else a pipe.
+    IfAvailable,
 }
 
 /// What to do about processes that outlive the command.

@@ -132,6 +132,8 @@ pub(crate) struct Feeder {
     /// Told when the run ends: a feeder whose input failed keeps the pipe open until then.
     pub stop: StopReceiver,
     pub events: Sender<Event>,
+    /// Written after the whole input (a terminal's end-of-input characters).
+    pub end_with: &'static [u8],
 }
 
 impl Feeder {
@@ -152,21 +154,26 @@ impl Feeder {
             FeedSource::Fd(input) => copy(input, &self.pipe, &self.fed).err(),
             FeedSource::Reader(reader) => copy_reader(reader, &self.pipe, &self.fed).err(),
         };
-        if let Some(error) = failed {
-            // The input broke off: an end of file now would pass a truncated input for a
-            // complete one. saferun stops the command instead, and the pipe stays open
-            // until it has.
-            let what = match self.source {
-                FeedSource::Reader(_) => "the command's stdin reader",
-                _ => "saferun's stdin",
-            };
-            let _ = self.events.send(Event::InputFailed {
-                what: what.into(),
-                error,
-            });
-            self.stop.wait();
-        }
-        // Dropping the pipe gives the command end-of-file.
+        let Some(error) = failed else {
+            // Dropping the pipe gives the command end-of-file; a terminal needs its
+            // end-of-input characters first.
+            if !self.end_with.is_empty() {
+                let _ = write_all(&self.pipe, self.end_with, &AtomicU64::new(0));
+            }
+            return;
+        };
+        // The input broke off: an end of file now would pass a truncated input for a
+        // complete one. saferun stops the command instead, and the pipe stays open until
+        // it has.
+        let what = match self.source {
+            FeedSource::Reader(_) => "the command's stdin reader",
+            _ => "saferun's stdin",
+        };
+        let _ = self.events.send(Event::InputFailed {
+            what: what.into(),
+            error,
+        });
+        self.stop.wait();
     }
 }
 

@@ -37,19 +37,17 @@ pub(crate) const FORWARDED: &[Signal] = &[
     Signal::SIGIO,
     Signal::SIGTSTP,
     Signal::SIGCONT,
+    // A terminal's new size: a job whose command writes to a pseudo-terminal of
+    // saferun's follows it (see crate::pty); the command already got it otherwise.
+    Signal::SIGWINCH,
     // Not forwarded: it tells saferun that the command (or, as subreaper, an orphan)
     // changed state.
     Signal::SIGCHLD,
 ];
 
 /// What a container's init also passes on: the signals whose default is to be ignored
-/// or to stop, which PID 1 would otherwise drop (a terminal's resize included).
-pub(crate) const ALSO_AS_INIT: &[Signal] = &[
-    Signal::SIGWINCH,
-    Signal::SIGURG,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
-];
+/// or to stop, which PID 1 would otherwise drop (WINCH is caught anyway).
+pub(crate) const ALSO_AS_INIT: &[Signal] = &[Signal::SIGURG, Signal::SIGTTIN, Signal::SIGTTOU];
 
 /// Installed handlers; signals that arrive before [`Handlers::start`] wait in its pipe.
 pub(crate) struct Handlers(SignalsInfo<WithOrigin>);
@@ -102,7 +100,10 @@ pub(crate) fn install(watch: &ContWatch, init: bool) -> io::Result<Handlers> {
     let also: &[Signal] = if init { ALSO_AS_INIT } else { &[] };
     let wanted: Vec<i32> = FORWARDED
         .iter()
-        .filter(|signal| matches!(signal, Signal::SIGCONT | Signal::SIGCHLD) || !ignored(**signal))
+        .filter(|signal| {
+            matches!(signal, Signal::SIGCONT | Signal::SIGCHLD | Signal::SIGWINCH)
+                || !ignored(**signal)
+        })
         .chain(also)
         .map(|signal| *signal as i32)
         .collect();

@@ -68,6 +68,7 @@ mod output;
 mod pipes;
 mod policy;
 mod procfs;
+mod pty;
 mod record;
 mod report;
 mod signal;
@@ -80,7 +81,7 @@ mod stdio;
 
 pub use batch::{Batch, BatchOutcome, Color, JobEnd, JobOutcome, StopCause};
 pub use command::{Command, Output, Stdin};
-pub use config::{Leftovers, Timestamps};
+pub use config::{Leftovers, Pty, Timestamps};
 pub use error::Error;
 pub use handle::Handle;
 pub use host::Host;

@@ -397,11 +397,10 @@ fn syscall_fd_target(_pid: i32, _syscall: &str) -> Option<String> {
 }
 
 /// Processes (other than saferun) holding the write end of the pipe with this inode.
-pub fn pipe_writers(inode: u64) -> Vec<Proc> {
+pub fn pipe_writers(wanted: &str) -> Vec<Proc> {
     if !ours() {
         return Vec::new();
     }
-    let wanted = format!("pipe:[{inode}]");
     let me = std::process::id() as i32;
     let mut holders = Vec::new();
     for proc in all() {
@@ -413,7 +412,7 @@ pub fn pipe_writers(inode: u64) -> Vec<Proc> {
             continue;
         };
         let holds = fds.filter_map(|e| e.ok()).any(|entry| {
-            fs::read_link(entry.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
+            fs::read_link(entry.path()).is_ok_and(|t| t.as_os_str() == wanted)
                 && opened_for_writing(proc.pid, &entry.file_name().to_string_lossy())
         });
         if holds && let Some(holder) = read(proc.pid) {

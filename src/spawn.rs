@@ -26,6 +26,9 @@ pub(crate) struct Wiring {
 pub(crate) struct Setup {
     /// Give the command a process group of its own.
     pub own_group: bool,
+    /// Make it a session leader, with its stdout (a pseudo-terminal) as its controlling
+    /// terminal (its group is then its session's: the same id, signalled the same way).
+    pub controlling_terminal: bool,
     /// Make that group the terminal's foreground group (the host holds the terminal).
     pub terminal: Option<OwnedFd>,
     /// Signals the process ignores for itself that the command starts with at their
@@ -257,6 +260,7 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure
     let terminal = setup.terminal.as_ref().map(AsRawFd::as_raw_fd);
     let to_default = setup.to_default;
     let own_group = setup.own_group;
+    let controlling_terminal = setup.controlling_terminal;
     let sigpipe_ignored = setup.sigpipe_ignored;
     let caught = caught_signals();
     let parent = Pid::this();
@@ -292,7 +296,12 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure
                     libc::close(target);
                 }
             }
-            if own_group {
+            if controlling_terminal {
+                libc::setsid();
+                // TIOCSCTTY's type differs between C libraries.
+                #[allow(clippy::useless_conversion)]
+                libc::ioctl(1, libc::TIOCSCTTY.into(), 0);
+            } else if own_group {
                 libc::setpgid(0, 0);
             }
             if let Some(tty) = terminal {
@@ -403,9 +412,10 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure
         }
         command.current_dir(dir);
     }
-    if setup.own_group {
+    if setup.own_group && !setup.controlling_terminal {
         command.process_group(0);
     }
+    let controlling_terminal = setup.controlling_terminal;
     let terminal = setup.terminal;
     let to_default = setup.to_default;
     let pipe = if setup.sigpipe_ignored {
@@ -417,6 +427,13 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure
     // async-signal-safe system calls (tcsetpgrp, sigaction); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
+            if controlling_terminal {
+                nix::unistd::setsid()?;
+                #[allow(clippy::useless_conversion)]
+                if libc::ioctl(1, libc::TIOCSCTTY.into(), 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if let Some(tty) = &terminal {
                 let _ = nix::unistd::tcsetpgrp(tty, nix::unistd::getpgrp());
             }

@@ -326,6 +326,7 @@ fn a_parent_that_reads_only_after_saferun_ended_gets_64_kib_of_small_writes() {
 /// quota, then runs saferun with a command writing `count` lines of `size` bytes (one
 /// write each) into a pipe that nobody reads until saferun has ended. Prints `ended
 /// BYTES` or `hung BYTES`.
+#[cfg(target_os = "linux")]
 fn quota_helper(saferun: &str, size: usize, count: usize, flags: &[String]) {
     use std::os::fd::AsRawFd;
     let (mut reader, writer) = std::io::pipe().unwrap();
@@ -375,6 +376,7 @@ fn quota_helper(saferun: &str, size: usize, count: usize, flags: &[String]) {
 }
 
 #[test]
+#[cfg(target_os = "linux")]
 fn a_parent_that_reads_late_gets_64_kib_even_when_the_pipe_quota_is_used_up() {
     // As an unprivileged user whose pipe quota is used up, no pipe can grow: saferun
     // must still pack what it writes into the parent's plain 64 KiB pipe as tightly as

@@ -14,12 +14,12 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::{Job, OpenStream};
-use crate::config::{Config, Leftovers, ReportTarget, StdinSource, Target};
+use crate::config::{Config, Leftovers, Pty, ReportTarget, StdinSource, Target};
 use crate::deadline;
 use crate::drain::{Activity, Drain, Shared, StreamStats, stop_channel};
 use crate::error::Error;
 use crate::event::Stream;
-use crate::feed::{self, Feeder};
+use crate::feed::{self, FeedSource, Feeder};
 use crate::files::{self, Named, Refusal, Use};
 use crate::group::{self, Group};
 use crate::host::Host;
@@ -247,10 +247,36 @@ impl Launch {
             .as_ref()
             .filter(|_| config.take_terminal && !config.share_group)
             .and_then(Host::terminal);
-        let mut pipes = Pipes::new(config).map_err(io("cannot create a pipe"))?;
+        let mut pipes = Pipes::new(config).map_err(|(what, source)| io(what)(source))?;
+        // `--pty-stdin`: the command reads the terminal, and the feeder writes there
+        // whatever its stdin would have been, then an end of input.
+        let (stdin_fd, stdin_feed, stdin_file) = match (&pipes.pty, config.pty_stdin) {
+            (Some(pty), true) => {
+                let dup = |fd: &OwnedFd| fd.try_clone().map_err(io("cannot set up stdin"));
+                let source = match (stdin.feed, stdin.fd) {
+                    (Some((source, _)), _) => source,
+                    (None, Some(fd)) => FeedSource::Fd(fd),
+                    (None, None) => FeedSource::Bytes(Vec::new()),
+                };
+                (
+                    Some(dup(&pty.slave)?),
+                    Some((source, dup(&pty.master)?, crate::pty::END_OF_INPUT)),
+                    None,
+                )
+            }
+            _ => (
+                stdin.fd,
+                stdin.feed.map(|(source, pipe)| (source, pipe, &[][..])),
+                stdin.file,
+            ),
+        };
+        // On its own terminal (none handed over by the host), the command leads a
+        // session with it as its controlling terminal; otherwise it stays in the host's
+        // session, where the keyboard and /dev/tty still reach it.
+        let controlling_pty = pipes.pty.is_some() && terminal.is_none() && !config.share_group;
         let (stop_tx, stop_rx) = stop_channel().map_err(io("cannot create a pipe"))?;
         let wiring = Wiring {
-            stdin: stdin.fd,
+            stdin: stdin_fd,
             stdout: pipes.out_writer.take(),
             stderr: pipes.err_writer.take(),
         };
@@ -267,6 +293,7 @@ impl Launch {
         }
         let setup = Setup {
             own_group: !config.share_group,
+            controlling_terminal: controlling_pty,
             terminal: terminal.and_then(|t| t.clone_fd()),
             to_default: terminal
                 .map(|t| t.ignored_here().to_vec())
@@ -310,10 +337,11 @@ impl Launch {
             if self.host.is_none() {
                 group::watch(pid, events_tx.clone())?;
             }
-            if let Some((source, pipe)) = stdin.feed {
+            if let Some((source, pipe, end_with)) = stdin_feed {
                 Feeder {
                     source,
                     pipe,
+                    end_with,
                     fed: fed.clone(),
                     stop: stop_rx.clone(),
                     events: events_tx.clone(),
@@ -324,6 +352,7 @@ impl Launch {
             let command_word = record.argv.first().cloned().unwrap_or_default();
             let mut streams = Vec::new();
             for ((stream, file), reader) in files.into_iter().zip(pipes.readers()) {
+                let on_pty = stream == Stream::Stdout && pipes.pty.is_some();
                 let Some(reader) = reader else {
                     record.stream_mut(stream).end = match config.stream(stream).to {
                         Target::Closed => StreamEnding::Closed,
@@ -331,8 +360,14 @@ impl Launch {
                     };
                     continue;
                 };
-                let pipe = OwnedFd::from(reader);
-                let inode = nix::sys::stat::fstat(&pipe).map(|s| s.st_ino).unwrap_or(0);
+                let pipe = reader;
+                let writers = match &pipes.pty {
+                    Some(pty) if on_pty => pty.path.clone(),
+                    _ => {
+                        let inode = nix::sys::stat::fstat(&pipe).map(|s| s.st_ino).unwrap_or(0);
+                        format!("pipe:[{inode}]")
+                    }
+                };
                 let stats = Arc::new(StreamStats::default());
                 let built = output::build(StreamSetup {
                     stream,
@@ -360,7 +395,7 @@ impl Launch {
                 Drain::new(stream, pipe, built.sink, shared).spawn()?;
                 streams.push(OpenStream {
                     stream,
-                    inode,
+                    writers,
                     stats,
                     cap: built.cap,
                     captured: built.captured,
@@ -401,6 +436,7 @@ impl Launch {
             notices: self.notices,
             group,
             has_terminal: terminal.is_some(),
+            pty: pipes.pty.take().map(|pty| (pty.master, controlling_pty)),
             // Only a process that had children before can meet their orphans: only then
             // is it worth a look now.
             command_started: host
@@ -408,13 +444,14 @@ impl Launch {
                 .filter(|h| h.had_children())
                 .and_then(|_| crate::procfs::started(pid.as_raw())),
             start,
+            last_beat: start,
             events,
             control: events_tx,
             activity,
             streams,
             stop: Some(stop_tx),
             holders_named: false,
-            stdin_file: stdin.file,
+            stdin_file,
             fed,
             held,
             report: None,
@@ -426,29 +463,71 @@ impl Launch {
 /// The command's output pipes: one per stream, or one for both under `--merge`, and
 /// none for a stream that is closed for the command.
 struct Pipes {
-    out_reader: Option<std::io::PipeReader>,
+    out_reader: Option<OwnedFd>,
     out_writer: Option<OwnedFd>,
-    err_reader: Option<std::io::PipeReader>,
+    err_reader: Option<OwnedFd>,
     err_writer: Option<OwnedFd>,
+    /// The command's stdout is this pseudo-terminal (`--pty`).
+    pty: Option<PtyEnds>,
+}
+
+/// What the job keeps of a pseudo-terminal besides the end it reads.
+struct PtyEnds {
+    /// For the feeder (`--pty-stdin`) and for following the caller's size.
+    master: OwnedFd,
+    /// The command's side, for its stdin (`--pty-stdin`).
+    slave: OwnedFd,
+    /// How /proc shows its holders (`/dev/pts/N`).
+    path: String,
 }
 
 impl Pipes {
-    fn new(config: &Config) -> std::io::Result<Pipes> {
+    fn new(config: &Config) -> Result<Pipes, (&'static str, std::io::Error)> {
         let open = |target: &Target| !matches!(target, Target::Closed);
-        let (out_reader, out_writer) = if open(&config.stdout.to) {
-            let (reader, writer) = std::io::pipe()?;
-            (Some(reader), Some(OwnedFd::from(writer)))
-        } else {
+        let pipe = || -> Result<(OwnedFd, OwnedFd), (&'static str, std::io::Error)> {
+            let (reader, writer) = std::io::pipe().map_err(|e| ("cannot create a pipe", e))?;
+            Ok((reader.into(), writer.into()))
+        };
+        let mut pty = None;
+        let (out_reader, out_writer) = if !open(&config.stdout.to) {
             (None, None)
+        } else if config.pty == Pty::Never {
+            let (reader, writer) = pipe()?;
+            (Some(reader), Some(writer))
+        } else {
+            match crate::pty::Pair::open() {
+                Ok(pair) => {
+                    let dup = |fd: &OwnedFd| {
+                        fd.try_clone()
+                            .map_err(|e| ("cannot open a pseudo-terminal for --pty", e))
+                    };
+                    pty = Some(PtyEnds {
+                        master: dup(&pair.master)?,
+                        slave: dup(&pair.slave)?,
+                        path: pair.path,
+                    });
+                    (Some(pair.master), Some(pair.slave))
+                }
+                Err(error) if config.pty == Pty::Always => {
+                    return Err(("cannot open a pseudo-terminal for --pty", error));
+                }
+                Err(_) => {
+                    let (reader, writer) = pipe()?;
+                    (Some(reader), Some(writer))
+                }
+            }
         };
         let (err_reader, err_writer) = match &out_writer {
             // One pipe for both: the order the kernel saw.
-            Some(out) if config.merge => (None, Some(out.try_clone()?)),
+            Some(out) if config.merge => (
+                None,
+                Some(out.try_clone().map_err(|e| ("cannot create a pipe", e))?),
+            ),
             None if config.merge => (None, None),
             _ if !open(&config.stderr.to) => (None, None),
             _ => {
-                let (reader, writer) = std::io::pipe()?;
-                (Some(reader), Some(OwnedFd::from(writer)))
+                let (reader, writer) = pipe()?;
+                (Some(reader), Some(writer))
             }
         };
         Ok(Pipes {
@@ -456,11 +535,12 @@ impl Pipes {
             out_writer,
             err_reader,
             err_writer,
+            pty,
         })
     }
 
-    fn readers(self) -> [Option<std::io::PipeReader>; 2] {
-        [self.out_reader, self.err_reader]
+    fn readers(&mut self) -> [Option<OwnedFd>; 2] {
+        [self.out_reader.take(), self.err_reader.take()]
     }
 }
 

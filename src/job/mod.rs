@@ -59,10 +59,15 @@ pub(crate) struct Job {
     group: Group,
     /// The command was given the terminal's foreground.
     has_terminal: bool,
+    /// The command's stdout is this pseudo-terminal (saferun's side), and whether it
+    /// is the command's controlling terminal.
+    pty: Option<(std::os::fd::OwnedFd, bool)>,
     /// When the command started (ticks since boot): read while it can be, to tell the
     /// tree's orphans from older ones.
     command_started: Option<u64>,
     start: Instant,
+    /// The last `--heartbeat` notice.
+    last_beat: Instant,
     events: Receiver<Event>,
     /// Where the job's owner sends its requests (a handle's `cancel`).
     control: Sender<Event>,
@@ -85,8 +90,9 @@ pub(crate) struct Job {
 /// One of the command's output pipes, as the job follows it.
 struct OpenStream {
     stream: Stream,
-    /// The pipe's inode, to find who else holds it.
-    inode: u64,
+    /// What /proc shows for its write end (`pipe:[inode]`, or the terminal's path), to
+    /// find who else holds it.
+    writers: String,
     stats: Arc<StreamStats>,
     cap: Option<Arc<CapStats>>,
     captured: Option<Arc<Mutex<Vec<u8>>>>,

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 
 use super::Job;
 use crate::diagnose;
-use crate::event::{Event, StreamEnd};
+use crate::event::{Event, Stream, StreamEnd};
 use crate::files;
 use crate::group;
 use crate::policy::{Action, Reason};
@@ -30,6 +30,7 @@ impl Job {
             let next = [
                 self.policy.next_deadline(self.activity.last_output(now)),
                 recheck,
+                self.heartbeat_due(now),
             ]
             .into_iter()
             .flatten()
@@ -58,6 +59,9 @@ impl Job {
             {
                 actions.extend(self.policy.tick(now, last_output));
             }
+            if self.heartbeat_due(now).is_some_and(|due| due <= now) {
+                self.heartbeat(now);
+            }
             // The tree check reads /proc: at once when the wait begins, then at most
             // every TREE_CHECK.
             if self.policy.waiting_for_tree() {
@@ -82,10 +86,59 @@ impl Job {
         }
     }
 
+    /// When the next `--heartbeat` notice is due: a whole interval after the last
+    /// output and the last notice, while the command runs.
+    fn heartbeat_due(&self, now: Instant) -> Option<Instant> {
+        let every = self.config.heartbeat?;
+        if self.policy.exited() {
+            return None;
+        }
+        Some(self.activity.last_output(now).max(self.last_beat) + every)
+    }
+
+    /// `saferun: still running after 12m, last output 5m ago`.
+    fn heartbeat(&mut self, now: Instant) {
+        let whole_seconds = |d: Duration| human(Duration::from_secs(d.as_secs()));
+        let running = whole_seconds(now - self.start);
+        let wrote = self
+            .streams
+            .iter()
+            .any(|s| s.stats.read.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        let last = if wrote {
+            let silent = now - self.activity.last_output(now);
+            format!("last output {} ago", whole_seconds(silent))
+        } else {
+            "no output yet".to_string()
+        };
+        self.notices
+            .say(&format!("still running after {running}, {last}"));
+        self.last_beat = now;
+    }
+
     /// Records an event and asks the policy about it.
     pub(super) fn handle(&mut self, event: &Event, now: Instant) -> Vec<Action> {
+        if let Event::Signal {
+            signal: Signal::SIGWINCH,
+            ..
+        } = event
+            && !self.follow_resize()
+        {
+            return Vec::new();
+        }
         self.note(event);
         self.policy.handle(event, now)
+    }
+
+    /// The caller's terminal changed size: so does the command's pseudo-terminal. Says
+    /// whether the command must be told with a forwarded WINCH: the kernel tells the
+    /// foreground group of a controlling terminal itself, and a command on saferun's
+    /// own terminal got it already; as a container's init, nobody else tells it.
+    fn follow_resize(&self) -> bool {
+        if let Some((master, _)) = &self.pty {
+            crate::pty::follow_caller(std::os::fd::AsFd::as_fd(master));
+        }
+        let init = self.host.as_ref().is_some_and(crate::host::Host::init);
+        init || self.pty.as_ref().is_some_and(|(_, controls)| !controls)
     }
 
     /// Records what an event tells about the run.
@@ -251,10 +304,23 @@ impl Job {
     fn diagnose(&mut self, reason: Reason) {
         let signal = short_name(self.limits.signal);
         let message = match reason {
-            Reason::Idle => format!(
-                "no output for {} (--idle-timeout); sending {signal}",
-                human(self.limits.idle_timeout.unwrap_or_default())
-            ),
+            Reason::Idle => {
+                // A pipe makes most programs block-buffer: silence may be output that
+                // waits in the command's own buffer.
+                let hint = if self.pty.is_none()
+                    && self.streams.iter().any(|s| s.stream == Stream::Stdout)
+                {
+                    " (its stdout is a pipe: a command that block-buffers it, as C stdio and \
+                     Python without -u do, may have been writing all along; --pty gives it \
+                     a terminal, and line buffering)"
+                } else {
+                    ""
+                };
+                format!(
+                    "no output for {} (--idle-timeout); sending {signal}{hint}",
+                    human(self.limits.idle_timeout.unwrap_or_default())
+                )
+            }
             Reason::Cap => format!("output reached --max-output; sending {signal}"),
             _ if self.record.capped_by_outer_deadline => format!(
                 "timed out after {} (the enclosing saferun's deadline); sending {signal}",

@@ -220,10 +220,10 @@ impl Job {
             .streams
             .iter()
             .filter(|s| !s.closed)
-            .map(|s| (s.stream, s.inode))
+            .map(|s| (s.stream, s.writers.clone()))
             .collect();
-        for (stream, inode) in open {
-            let holders = procfs::pipe_writers(inode);
+        for (stream, writers) in open {
+            let holders = procfs::pipe_writers(&writers);
             if holders.is_empty() && !proc_readable {
                 held = true;
                 self.notices.say(&format!(
