@@ -31,6 +31,10 @@ pub struct Parsed {
     pub init: bool,
     /// `--remap-exit FROM=TO`, in order: the first match wins.
     pub remap_exit: Vec<(i32, i32)>,
+    /// `--ci`, as given (`auto` is resolved by [`crate::ci::Ci::detect`]).
+    pub ci: String,
+    /// `--junit`, opened.
+    pub junit: Option<crate::junit::Junit>,
 }
 
 /// What saferun's caller gave it that the command must get as from a plain exec. A
@@ -220,6 +224,23 @@ fn command() -> Command {
                 ),
             duration_arg("on-timeout-limit", Some("10s"))
                 .help("How long --on-timeout may run before it is killed"),
+            Arg::new("ci")
+                .long("ci")
+                .value_name("RUNNER")
+                .value_parser(["auto", "github", "gitlab", "none"])
+                .default_value("auto")
+                .help_heading(CI)
+                .help(
+                    "Fold the command's output into a collapsible group, and annotate a failure: \
+                     auto (GITHUB_ACTIONS or GITLAB_CI), github, gitlab, none",
+                ),
+            Arg::new("junit")
+                .long("junit")
+                .value_name("PATH")
+                .value_parser(value_parser!(PathBuf))
+                .value_hint(ValueHint::FilePath)
+                .help_heading(CI)
+                .help("Write JUnit XML to PATH: one test case per command, with the head and tail of its output"),
             flag("init").help_heading(CONTAINER).help(
                 "Act as a container's init (on by itself when saferun is PID 1): reap every \
                  orphan, pass on every signal, and when the command ends stop what is left \
@@ -304,6 +325,9 @@ fn command() -> Command {
         ])
 }
 
+/// The `--help` section of the options for CI runners.
+const CI: &str = "CI runners";
+
 /// The `--help` section of the options for containers.
 const CONTAINER: &str = "Containers";
 
@@ -380,6 +404,7 @@ struct Options {
     quiet_unless_fail: bool,
     pty: PtyOption,
     pty_stdin: bool,
+    junit: Option<PathBuf>,
     report: Option<PathBuf>,
     on_timeout: Option<(String, Duration)>,
     several: several::Options,
@@ -438,11 +463,6 @@ pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Parsed, i32> {
         .flatten()
         .copied()
         .collect();
-    let parsed = |run| Parsed {
-        run,
-        init,
-        remap_exit: remap_exit.clone(),
-    };
     let mut options = options(&matches);
     let leftovers_given = flag_set(&matches, "kill-leftovers")
         || matches.value_source("leftovers") == Some(ValueSource::CommandLine);
@@ -451,15 +471,33 @@ pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Parsed, i32> {
         // gracefully first.
         options.leftovers = Leftovers::Kill;
     }
+    // The JUnit file is opened last, once nothing else can refuse the run.
+    let junit = |options: &Options| {
+        options
+            .junit
+            .clone()
+            .map(crate::junit::Junit::open)
+            .transpose()
+    };
+    let parsed = |run, junit| Parsed {
+        run,
+        init,
+        remap_exit,
+        ci: word(&matches, "ci").unwrap_or("auto").to_string(),
+        junit,
+    };
     if options.several.wanted(&options.argv) {
-        return match check(&matches, &options).and_then(|()| several::batch(&options, inherited)) {
-            Ok(batch) => Ok(parsed(Run::Several(batch))),
+        return match check(&matches, &options)
+            .and_then(|()| several::batch(&options, inherited))
+            .and_then(|batch| Ok((batch, junit(&options)?)))
+        {
+            Ok((batch, junit)) => Ok(parsed(Run::Several(batch), junit)),
             Err(message) => Err(refuse_batch(&options, message)),
         };
     }
     let command = options.command(inherited);
-    match check(&matches, &options) {
-        Ok(()) => {
+    match check(&matches, &options).and_then(|()| junit(&options)) {
+        Ok(junit) => {
             if inherited.stdout_closed && options.tee && options.stdout_file.is_some() {
                 crate::say(
                     "saferun's stdout is closed: the command's stdout goes to the file only",
@@ -470,7 +508,7 @@ pub fn parse(args: Vec<OsString>, inherited: Inherited) -> Result<Parsed, i32> {
                     "saferun's stderr is closed: the command's stderr goes to the file only",
                 );
             }
-            Ok(parsed(Run::One(command)))
+            Ok(parsed(Run::One(command), junit))
         }
         Err(message) => Err(refuse(Some(&command), message)),
     }
@@ -675,6 +713,7 @@ fn options(matches: &ArgMatches) -> Options {
             _ => PtyOption::Auto,
         },
         pty_stdin: flag_set(matches, "pty-stdin"),
+        junit: path("junit"),
         report: path("report"),
         on_timeout: matches.get_one::<String>("on-timeout").map(|command| {
             let limit = limit("on-timeout-limit").unwrap_or(units::PRACTICALLY_NEVER);
@@ -797,6 +836,9 @@ impl Options {
         }
         if let Some(clock) = self.timestamps {
             output = output.timestamps(clock);
+        }
+        if self.junit.is_some() {
+            output = output.keep_excerpt(crate::junit::EXCERPT);
         }
         output
     }

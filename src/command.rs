@@ -552,6 +552,14 @@ impl Output {
         self
     }
 
+    /// Wherever the stream goes, also keep its first and last `bytes / 2` bytes in
+    /// memory, for [`crate::Outcome::stdout_excerpt`] (a test report's excerpt of
+    /// output that went to the terminal). The stream is then copied, never spliced.
+    pub fn keep_excerpt(mut self, bytes: u64) -> Output {
+        self.0.excerpt = Some(bytes);
+        self
+    }
+
     /// Hold what passes through to the process's own stream, and print it only if the
     /// run fails, as `chronic` does (spilling to an unnamed temporary file past 1 MiB).
     pub fn hold_unless_failure(mut self) -> Output {

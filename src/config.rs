@@ -201,6 +201,9 @@ pub(crate) struct StreamConfig {
     pub hold: Hold,
     /// Keep at most this many bytes: the first half, and the last half at the end.
     pub cap: Option<u64>,
+    /// Also keep in memory the first and last bytes of what the stream delivers, at
+    /// most this many (for an excerpt in the outcome).
+    pub excerpt: Option<u64>,
     pub on_cap: CapAction,
     /// Prefix every line (`{stream}`, `{pid}`, `{command}` filled in).
     pub prefix: Option<String>,

@@ -7,7 +7,10 @@
 //! [`prepare_process`].
 #![cfg_attr(not(test), no_main)]
 
+mod cases;
+mod ci;
 mod cli;
+mod junit;
 mod units;
 
 use std::ffi::OsString;
@@ -54,36 +57,76 @@ fn start(args: Vec<OsString>, inherited: Inherited) -> ! {
             std::process::exit(error.code());
         }
     };
-    let remap = |code: i32| {
-        parsed
-            .remap_exit
-            .iter()
-            .find(|(from, _)| *from == code)
-            .map(|(_, to)| *to)
-    };
-    let ended = match parsed.run {
-        cli::Run::One(mut command) => {
-            command
-                .host(&host)
-                .run()
-                .map(|outcome| match remap(outcome.code()) {
-                    Some(code) => std::process::exit(code),
-                    None => outcome.exit(),
-                })
+    let ci = ci::Ci::detect(&parsed.ci);
+    let (title, suite) = match &parsed.run {
+        cli::Run::One(command) => {
+            let line = cases::command_line(command.argv());
+            (line.clone(), line)
         }
-        cli::Run::Several(mut batch) => {
-            batch
-                .host(&host)
-                .run()
-                .map(|outcome| match remap(outcome.code()) {
-                    Some(code) => std::process::exit(code),
-                    None => outcome.exit(),
-                })
+        cli::Run::Several(batch) => {
+            let names = batch.names().join(", ");
+            (format!("{} commands: {names}", batch.names().len()), names)
         }
     };
-    let Err(error) = ended;
-    say(&error.to_string());
-    std::process::exit(remap(error.code()).unwrap_or(error.code()));
+    let group = ci::begin(ci, &title);
+    let finished = match parsed.run {
+        cli::Run::One(mut command) => command.host(&host).run().map(|outcome| {
+            let cases = vec![cases::of_one(command.argv(), &outcome)];
+            (cases, Finished::One(outcome))
+        }),
+        cli::Run::Several(mut batch) => batch
+            .host(&host)
+            .run()
+            .map(|outcome| (cases::of_batch(&outcome), Finished::Several(outcome))),
+    };
+    let (cases, finished) = match finished {
+        Ok(finished) => finished,
+        Err(error) => {
+            group.end(&[]);
+            say(&error.to_string());
+            std::process::exit(remap(&parsed.remap_exit, error.code()).unwrap_or(error.code()));
+        }
+    };
+    group.end(&cases);
+    if let Some(junit) = parsed.junit {
+        junit.write(&suite, &cases);
+    }
+    match remap(&parsed.remap_exit, finished.code()) {
+        Some(code) => std::process::exit(code),
+        None => finished.exit(),
+    }
+}
+
+/// How the run ended: one command's outcome, or several's.
+// Made once per process.
+#[allow(clippy::large_enum_variant)]
+enum Finished {
+    One(saferun::Outcome),
+    Several(saferun::BatchOutcome),
+}
+
+impl Finished {
+    fn code(&self) -> i32 {
+        match self {
+            Finished::One(outcome) => outcome.code(),
+            Finished::Several(outcome) => outcome.code(),
+        }
+    }
+
+    fn exit(&self) -> ! {
+        match self {
+            Finished::One(outcome) => outcome.exit(),
+            Finished::Several(outcome) => outcome.exit(),
+        }
+    }
+}
+
+/// `--remap-exit`: the status to exit with instead of `code`, if one is given.
+fn remap(pairs: &[(i32, i32)], code: i32) -> Option<i32> {
+    pairs
+        .iter()
+        .find(|(from, _)| *from == code)
+        .map(|(_, to)| *to)
 }
 
 /// One `saferun:` line on stderr, with one write(2) and without std's stderr lock (which

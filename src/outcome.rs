@@ -231,10 +231,16 @@ pub struct Outcome {
     record: Record,
     stdout: Captured,
     stderr: Captured,
+    excerpts: [Captured; 2],
 }
 
 impl Outcome {
-    pub(crate) fn new(exit: Exit, record: Record, stdout: Captured, stderr: Captured) -> Outcome {
+    pub(crate) fn new(
+        exit: Exit,
+        record: Record,
+        [stdout, stderr]: [Captured; 2],
+        excerpts: [Captured; 2],
+    ) -> Outcome {
         // Died of KILL, or never died at all (stuck in the kernel after KILL).
         let killed = |s: Option<ChildEnd>| {
             matches!(s, Some(ChildEnd::Signaled { signal, .. }) if signal == Signal::SIGKILL as i32)
@@ -266,6 +272,7 @@ impl Outcome {
             record,
             stdout,
             stderr,
+            excerpts,
         }
     }
 
@@ -313,6 +320,47 @@ impl Outcome {
     /// What stderr captured (empty unless it was [`crate::Output::capture`]).
     pub fn stderr(&self) -> &Captured {
         &self.stderr
+    }
+
+    /// The head and tail of stdout kept by [`crate::Output::keep_excerpt`] (empty
+    /// otherwise).
+    pub fn stdout_excerpt(&self) -> &Captured {
+        &self.excerpts[0]
+    }
+
+    /// The same for stderr.
+    pub fn stderr_excerpt(&self) -> &Captured {
+        &self.excerpts[1]
+    }
+
+    /// How the run ended, in a few words: `exited 0`, `killed by SEGV`, `timed out,
+    /// killed`, `no output for too long (idle timeout)`, `cancelled by INT`, `stopped`, …
+    pub fn describe(&self) -> String {
+        let killed = |killed: bool| if killed { ", killed" } else { "" };
+        match &self.ending {
+            Ending::Exited(code) => format!("exited {code}"),
+            Ending::Signaled(signal) => format!("killed by {}", crate::signal::describe(*signal)),
+            Ending::TimedOut { limit, killed: k } => {
+                let limit = match limit {
+                    Limit::Timeout => "timed out",
+                    Limit::Idle => "no output for too long (idle timeout)",
+                    Limit::OutputCap => "output over --max-output",
+                };
+                format!("{limit}{}", killed(*k))
+            }
+            Ending::Cancelled { signal, killed: k } => {
+                format!(
+                    "cancelled by {}{}",
+                    crate::signal::short_name(*signal),
+                    killed(*k)
+                )
+            }
+            Ending::Stopped { killed: k } => format!("stopped{}", killed(*k)),
+            Ending::Failed => match self.record.errors.first() {
+                Some(error) => format!("failed: {error}"),
+                None => "failed".into(),
+            },
+        }
     }
 
     /// Processes that outlived the command (named, or killed, per

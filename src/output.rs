@@ -13,8 +13,8 @@ use crate::config::{CapAction, Hold as HoldUntil, StreamConfig, Target};
 use crate::event::{Event, Stream};
 use crate::notices::Notices;
 use crate::sink::{
-    Cap, CapStats, Capture, Destination, Discard, Fanout, Held, HeldOutput, Hold, LineCalls, Lines,
-    Sink,
+    Cap, CapStats, Capture, Destination, Discard, Excerpt, ExcerptBytes, Fanout, Held, HeldOutput,
+    Hold, LineCalls, Lines, Sink,
 };
 use crate::stdio::{own_stream, own_streams_are_one_file};
 
@@ -45,12 +45,13 @@ pub(crate) struct Built {
     pub cap: Option<Arc<CapStats>>,
     pub held: Option<(HoldUntil, HeldOutput)>,
     pub captured: Option<Arc<Mutex<Vec<u8>>>>,
+    pub excerpt: Option<Arc<Mutex<ExcerptBytes>>>,
 }
 
 /// Builds the chain for one stream:
 ///
 /// ```text
-/// drain ─▶ Cap (--max-output) ─▶ Lines (--prefix/--timestamps) ─▶ Fanout ─┬▶ file, capture or callback
+/// drain ─▶ [Excerpt (--junit)] ─▶ Cap (--max-output) ─▶ Lines (--prefix/--timestamps) ─▶ Fanout ─┬▶ file, capture or callback
 ///                                                                          └▶ [Hold (--quiet-unless-fail, --group)] ─▶ the process's own stream
 /// ```
 ///
@@ -146,11 +147,18 @@ pub(crate) fn build(setup: StreamSetup<'_>) -> Built {
             marker,
         ));
     }
+    let mut excerpt = None;
+    if let Some(limit) = config.excerpt {
+        let (excerpting, kept) = Excerpt::new(sink, limit);
+        excerpt = Some(kept);
+        sink = Box::new(excerpting);
+    }
     Built {
         sink,
         cap,
         held,
         captured,
+        excerpt,
     }
 }
 

@@ -382,6 +382,99 @@ impl Sink for Capture {
     }
 }
 
+/// The first and the last bytes of what passes, kept in memory on the way to the
+/// next sink (a report's excerpt of output that goes elsewhere, such as JUnit's
+/// `system-out`). It sees the command's own bytes, before any cap or prefix.
+pub struct Excerpt {
+    inner: Box<dyn Sink>,
+    kept: Arc<Mutex<ExcerptBytes>>,
+}
+
+/// What an [`Excerpt`] keeps.
+#[derive(Debug, Default)]
+pub struct ExcerptBytes {
+    half: usize,
+    head: Vec<u8>,
+    /// The latest bytes: at most twice `half`, cut back to `half` when full.
+    tail: Vec<u8>,
+    total: u64,
+}
+
+impl ExcerptBytes {
+    /// The head and the tail joined, with how much was left out between them.
+    pub fn take(&mut self) -> (Vec<u8>, u64, Option<usize>) {
+        let tail_start = self.tail.len().saturating_sub(self.half);
+        let tail = &self.tail[tail_start..];
+        let kept = self.head.len() + tail.len();
+        let elided = self.total - kept as u64;
+        let cut = (elided > 0).then_some(self.head.len());
+        let mut bytes = std::mem::take(&mut self.head);
+        bytes.extend_from_slice(tail);
+        (bytes, elided, cut)
+    }
+
+    fn keep(&mut self, mut bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        let room = self.half - self.head.len();
+        if room > 0 {
+            let take = room.min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+        if bytes.len() >= self.half {
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&bytes[bytes.len() - self.half..]);
+        } else {
+            self.tail.extend_from_slice(bytes);
+            if self.tail.len() > 2 * self.half {
+                let cut = self.tail.len() - self.half;
+                self.tail.drain(..cut);
+            }
+        }
+    }
+}
+
+impl Excerpt {
+    /// Keeps at most `limit` bytes of what goes to `inner`: the first half and the
+    /// last half.
+    pub fn new(inner: Box<dyn Sink>, limit: u64) -> (Excerpt, Arc<Mutex<ExcerptBytes>>) {
+        let kept = Arc::new(Mutex::new(ExcerptBytes {
+            half: usize::try_from(limit / 2).unwrap_or(usize::MAX / 4),
+            ..ExcerptBytes::default()
+        }));
+        (
+            Excerpt {
+                inner,
+                kept: kept.clone(),
+            },
+            kept,
+        )
+    }
+}
+
+impl Sink for Excerpt {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keep(bytes);
+        self.inner.write(bytes)
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.inner.finish()
+    }
+
+    fn partial_pending(&self) -> bool {
+        self.inner.partial_pending()
+    }
+
+    fn flush_partial(&mut self) -> Result<(), SinkError> {
+        self.inner.flush_partial()
+    }
+}
+
 /// Each line handed to a callback, without its line ending (`\n` or `\r\n`); a line
 /// longer than the line buffer is handed over in pieces, and a last line without an
 /// ending at the end.

@@ -16,6 +16,8 @@ fn in_namespace(args: &[&str]) -> Command {
         .args(["--pid", "--fork", "--mount-proc", BIN])
         .args(args)
         .env_remove("SAFERUN_DEADLINE")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITLAB_CI")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -206,7 +206,8 @@ def run(
         raise ValueError("stdin and input arguments may not both be used.")
     if capture_output and (stdout is not None or stderr is not None):
         raise ValueError("stdout and stderr arguments may not be used with capture_output.")
-    options: List[str] = []
+    # CI markers belong in a job's log, not in a caller's captured stderr.
+    options: List[str] = ["--ci", "none"]
     if timeout is not None:
         options += ["--timeout", _duration(timeout)]
     if idle_timeout is not None:

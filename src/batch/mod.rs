@@ -140,6 +140,7 @@ impl JobEnd {
 #[derive(Debug)]
 pub struct JobOutcome {
     name: String,
+    argv: Vec<std::ffi::OsString>,
     end: JobEnd,
     stopped_by: Option<StopCause>,
     /// When it started, from the batch's start.
@@ -150,6 +151,11 @@ impl JobOutcome {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Its command and arguments.
+    pub fn argv(&self) -> &[std::ffi::OsString] {
+        &self.argv
     }
 
     /// How it ended.
@@ -175,6 +181,12 @@ impl JobOutcome {
     /// as failures).
     pub fn failed(&self) -> bool {
         self.end.failed()
+    }
+
+    /// How it ended, in a few words (`exited 1`, `stopped (--fail-fast: lint failed)`,
+    /// `not started (--until: tests ended)`, …), as the summary says it.
+    pub fn describe(&self) -> String {
+        summary::how_it_ended(self)
     }
 
     /// The exit status saferun's command line gives this job, as for one command
@@ -268,6 +280,11 @@ impl Batch {
     /// An empty batch.
     pub fn new() -> Batch {
         Batch::default()
+    }
+
+    /// The jobs' names, in the order they were added.
+    pub fn names(&self) -> Vec<&str> {
+        self.jobs.iter().map(|(name, _)| name.as_str()).collect()
     }
 
     /// Adds a job (names must be unique and not empty).
@@ -471,6 +488,7 @@ enum Slot {
 /// A batch under way.
 struct Run {
     names: Vec<String>,
+    argvs: Vec<Vec<std::ffi::OsString>>,
     slots: Vec<Slot>,
     stopped_by: Vec<Option<StopCause>>,
     started: Vec<Option<Duration>>,
@@ -506,6 +524,7 @@ impl Run {
         let start = Instant::now();
         let colors = [Stream::Stdout, Stream::Stderr].map(|stream| colored(batch.color, stream));
         let mut names = Vec::with_capacity(count);
+        let mut argvs = Vec::with_capacity(count);
         let mut slots = Vec::with_capacity(count);
         for (at, (name, mut command)) in jobs.into_iter().enumerate() {
             let config = command.config_mut();
@@ -519,10 +538,12 @@ impl Run {
                 command.host(host);
             }
             names.push(name);
+            argvs.push(command.argv().to_vec());
             slots.push(Slot::Waiting(command));
         }
         Run {
             names,
+            argvs,
             slots,
             stopped_by: vec![None; count],
             started: vec![None; count],
@@ -753,6 +774,7 @@ impl Run {
             .enumerate()
             .map(|(at, slot)| JobOutcome {
                 name: std::mem::take(&mut self.names[at]),
+                argv: std::mem::take(&mut self.argvs[at]),
                 end: match slot {
                     Slot::Done(end) => end,
                     _ => JobEnd::NotStarted,

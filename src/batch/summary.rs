@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{BatchOutcome, JobEnd, JobOutcome, StopCause};
-use crate::outcome::{Ending, Limit};
+use crate::outcome::Ending;
 use crate::signal::short_name;
 
 /// The jobs counted by how they ended.
@@ -82,7 +82,7 @@ fn seconds(duration: std::time::Duration) -> String {
 }
 
 /// How one job ended, in a few words.
-fn how_it_ended(job: &JobOutcome) -> String {
+pub(super) fn how_it_ended(job: &JobOutcome) -> String {
     let because = job
         .stopped_by()
         .map(|cause| format!(" ({})", cause_words(cause)))
@@ -92,37 +92,22 @@ fn how_it_ended(job: &JobOutcome) -> String {
         JobEnd::NotRun(error) => return format!("could not start: {error}"),
         JobEnd::Ran(outcome) => outcome,
     };
-    let killed = |killed: bool| if killed { ", killed" } else { "" };
-    let mut words = match outcome.ending() {
-        Ending::Exited(code) => format!("exited {code}"),
-        Ending::Signaled(signal) => format!("killed by {}", crate::signal::describe(*signal)),
-        Ending::TimedOut { limit, killed: k } => {
-            let limit = match limit {
-                Limit::Timeout => "timed out",
-                Limit::Idle => "idle timeout",
-                Limit::OutputCap => "output over --max-output",
-            };
-            format!("{limit}{}", killed(*k))
-        }
-        Ending::Cancelled { signal, killed: k } => {
-            format!("cancelled by {}{}", short_name(*signal), killed(*k))
-        }
-        Ending::Stopped { killed: k } => format!("stopped{because}{}", killed(*k)),
-        Ending::Failed => match outcome.errors().first() {
-            Some(error) => format!("failed: {error}"),
-            None => "failed".into(),
-        },
-    };
+    let mut words = outcome.describe();
+    if matches!(outcome.ending(), Ending::Stopped { .. }) {
+        words = words.replacen("stopped", &format!("stopped{because}"), 1);
+    }
     let leftovers = outcome.leftovers().len();
     let mut holders: Vec<u32> = outcome.pipe_holders().iter().map(|p| p.pid).collect();
     holders.sort_unstable();
     holders.dedup();
-    let holders = holders.len();
     if leftovers > 0 {
-        words.push_str(&format!("; {leftovers} left running"));
+        words.push_str(&format!("; {leftovers} outlived it"));
     }
-    if holders > 0 {
-        words.push_str(&format!("; {holders} held its output open past the linger"));
+    if !holders.is_empty() {
+        words.push_str(&format!(
+            "; {} held its output open past the linger",
+            holders.len()
+        ));
     }
     words
 }

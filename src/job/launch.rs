@@ -399,6 +399,7 @@ impl Launch {
                     stats,
                     cap: built.cap,
                     captured: built.captured,
+                    excerpt: built.excerpt,
                     closed: false,
                 });
             }

@@ -96,6 +96,7 @@ struct OpenStream {
     stats: Arc<StreamStats>,
     cap: Option<Arc<CapStats>>,
     captured: Option<Arc<Mutex<Vec<u8>>>>,
+    excerpt: Option<Arc<Mutex<crate::sink::ExcerptBytes>>>,
     closed: bool,
 }
 

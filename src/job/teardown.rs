@@ -84,7 +84,8 @@ impl Job {
             self.policy.hard_end().map_or(soon, |end| end.max(soon)),
         ));
         let [stdout, stderr] = self.captures();
-        Outcome::new(exit, self.record, stdout, stderr)
+        let excerpts = self.excerpts();
+        Outcome::new(exit, self.record, [stdout, stderr], excerpts)
     }
 
     /// Waits (bounded) for every drain to deliver what it holds and close.
@@ -162,6 +163,22 @@ impl Job {
             self.unkillable(proc, "the command");
         }
         (false, None)
+    }
+
+    /// What the streams that keep an excerpt kept.
+    fn excerpts(&self) -> [Captured; 2] {
+        [crate::event::Stream::Stdout, crate::event::Stream::Stderr].map(|stream| {
+            self.streams
+                .iter()
+                .find(|s| s.stream == stream)
+                .and_then(|open| open.excerpt.as_ref())
+                .map(|kept| {
+                    let (bytes, elided, cut) =
+                        kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    Captured::new(bytes, elided, cut)
+                })
+                .unwrap_or_default()
+        })
     }
 
     /// What the capturing streams kept.

@@ -52,7 +52,15 @@ where
         argv.push(arg.as_ref().to_string_lossy().into_owned());
         command.arg(arg);
     }
-    command.env_remove("SAFERUN_DEADLINE");
+    // Whatever CI runs the tests, saferun must not print its markers unless told to.
+    for name in [
+        "SAFERUN_DEADLINE",
+        "GITHUB_ACTIONS",
+        "GITLAB_CI",
+        "GITHUB_STEP_SUMMARY",
+    ] {
+        command.env_remove(name);
+    }
     Run {
         command,
         argv,
@@ -74,6 +82,11 @@ impl Run {
 
     pub fn env(mut self, key: &str, value: &str) -> Run {
         self.command.env(key, value);
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Run {
+        self.command.env_remove(key);
         self
     }
 
