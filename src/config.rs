@@ -45,6 +45,11 @@ pub(crate) struct Config {
     pub pty: Pty,
     /// Its stdin is that terminal too (`--pty-stdin`), fed by saferun.
     pub pty_stdin: bool,
+    /// Where `--timestamps`' elapsed clock starts (a batch's start), if not at the
+    /// command's.
+    pub clock_start: Option<std::time::Instant>,
+    /// The open-file soft limit the command gets back (a batch raised its own).
+    pub nofile_soft: Option<u64>,
     /// The job's place in a batch: its name, and the shared console that what passes
     /// through and its notices go to instead of the process's own streams.
     pub seat: Option<crate::console::Seat>,
@@ -73,6 +78,8 @@ impl Config {
             heartbeat: None,
             pty: Pty::Never,
             pty_stdin: false,
+            clock_start: None,
+            nofile_soft: None,
             seat: None,
         }
     }

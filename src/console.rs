@@ -32,9 +32,9 @@ struct Screen {
 
 struct Out {
     file: File,
-    /// The seat whose last write did not end its line: anyone else's write starts on a
-    /// new line.
-    open_line: Option<usize>,
+    /// The seat whose last write did not end its line, and from which of its streams:
+    /// any other write starts on a new line.
+    open_line: Option<(usize, Stream)>,
 }
 
 impl Console {
@@ -101,7 +101,7 @@ impl Console {
         } else {
             out.open_line
         };
-        if open.is_some_and(|s| s != seat) {
+        if open.is_some_and(|open| open != (seat, stream)) {
             write_all_waiting(&mut out.file, b"\n")?;
             out.open_line = None;
             other.open_line = other.open_line.filter(|_| !one_file);
@@ -110,7 +110,7 @@ impl Console {
         if let Ok(bytes) = &written
             && let Some(last) = bytes.last()
         {
-            out.open_line = (*last != b'\n').then_some(seat);
+            out.open_line = (*last != b'\n').then_some((seat, stream));
             if one_file {
                 other.open_line = None;
             }
@@ -264,6 +264,16 @@ mod tests {
             contents(&mut file),
             "[a] partial\n[b] whole\n rest\n[b] next\n"
         );
+    }
+
+    #[test]
+    fn one_seats_two_streams_never_share_a_line() {
+        let mut file = tempfile::tempfile().unwrap();
+        let console = console_on(&file);
+        let a = console.seat(0, "a");
+        a.write(Stream::Stdout, b"[a] out").unwrap();
+        a.write(Stream::Stderr, b"[a] err").unwrap();
+        assert_eq!(contents(&mut file), "[a] out\n[a] err");
     }
 
     #[test]

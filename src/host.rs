@@ -80,6 +80,9 @@ struct Inner {
 struct Registry {
     next_id: u64,
     jobs: Vec<Registered>,
+    /// How many jobs' commands were ever started: while it is one, every orphan is
+    /// that job's; past one, orphans are told apart by their mark.
+    started: u64,
 }
 
 struct Registered {
@@ -255,7 +258,9 @@ impl Host {
         spawn: impl FnOnce() -> Result<Pid, E>,
     ) -> Result<Pid, E> {
         self.catch_signals()?;
-        self.register(id, Some(events), spawn)
+        let pid = self.register(id, Some(events), spawn)?;
+        self.registry().started += 1;
+        Ok(pid)
     }
 
     fn register<E>(
@@ -353,11 +358,14 @@ impl Host {
     }
 
     /// Whether the orphans re-parented to the process are this job's: they are when it
-    /// is the only job.
+    /// is the only job the host ever started (once there were others, an orphan may be
+    /// one of theirs, even after they ended).
     pub(crate) fn orphans_are_of(&self, pid: Pid) -> bool {
         let registry = self.registry();
         let mut jobs = registry.jobs.iter().filter(|job| job.events.is_some());
-        jobs.next().is_some_and(|job| job.pid == pid) && jobs.next().is_none()
+        registry.started <= 1
+            && jobs.next().is_some_and(|job| job.pid == pid)
+            && jobs.next().is_none()
     }
 
     pub(crate) fn terminal(&self) -> Option<&Terminal> {

@@ -184,7 +184,7 @@ pub(crate) fn release_held(
         if until == HoldUntil::UnlessSuccess && !failed {
             let bytes = output.lock().map(|o| o.len()).unwrap_or(0);
             notices.detail(&format!(
-                "discarded {bytes} bytes of {} (--quiet-unless-fail, success)",
+                "discarded {bytes} bytes of {} (--quiet-unless-fail: not a failure)",
                 stream.name()
             ));
             continue;

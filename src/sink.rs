@@ -956,6 +956,11 @@ impl Sink for Lines {
         }
         self.flush_out()?;
         if self.partial.len() >= LINE_BUFFER {
+            if !self.flush_on_pause {
+                // On a shared console another job's line may come between the pieces:
+                // each piece is a labelled line of its own.
+                self.partial.push(b'\n');
+            }
             self.emit_partial()?;
             self.flush_out()?;
         }

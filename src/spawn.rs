@@ -29,6 +29,9 @@ pub(crate) struct Setup {
     /// Make it a session leader, with its stdout (a pseudo-terminal) as its controlling
     /// terminal (its group is then its session's: the same id, signalled the same way).
     pub controlling_terminal: bool,
+    /// The open-file soft limit to give back to the command (the process raised its
+    /// own).
+    pub nofile_soft: Option<u64>,
     /// Make that group the terminal's foreground group (the host holds the terminal).
     pub terminal: Option<OwnedFd>,
     /// Signals the process ignores for itself that the command starts with at their
@@ -261,6 +264,13 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure
     let to_default = setup.to_default;
     let own_group = setup.own_group;
     let controlling_terminal = setup.controlling_terminal;
+    let nofile = setup.nofile_soft.map(|soft| {
+        // SAFETY: getrlimit fills the struct it is given.
+        let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        limit.rlim_cur = soft as libc::rlim_t;
+        limit
+    });
     let sigpipe_ignored = setup.sigpipe_ignored;
     let caught = caught_signals();
     let parent = Pid::this();
@@ -295,6 +305,9 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure
                 if fd < 0 {
                     libc::close(target);
                 }
+            }
+            if let Some(limit) = &nofile {
+                libc::setrlimit(libc::RLIMIT_NOFILE, limit);
             }
             if controlling_terminal {
                 libc::setsid();
@@ -416,6 +429,7 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure
         command.process_group(0);
     }
     let controlling_terminal = setup.controlling_terminal;
+    let nofile_soft = setup.nofile_soft;
     let terminal = setup.terminal;
     let to_default = setup.to_default;
     let pipe = if setup.sigpipe_ignored {
@@ -427,6 +441,11 @@ fn start(argv: &[OsString], wiring: Wiring, setup: Setup) -> Result<Pid, Failure
     // async-signal-safe system calls (tcsetpgrp, sigaction); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
+            if let Some(soft) = nofile_soft {
+                use nix::sys::resource::{Resource, getrlimit, setrlimit};
+                let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+                setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
+            }
             if controlling_terminal {
                 nix::unistd::setsid()?;
                 #[allow(clippy::useless_conversion)]

@@ -599,3 +599,128 @@ fn many_short_commands_with_a_limit() {
     assert_eq!(seen, expected);
     assert!(out.stderr_text().contains("300 commands"), "{out}");
 }
+
+#[test]
+fn an_orphan_is_named_under_its_own_job_only() {
+    let dir = temp_dir();
+    let pids = dir.path().join("pids");
+    let a = format!(
+        "(sleep 300 >/dev/null 2>&1 & echo $! > {}); sleep 0.3",
+        pids.display()
+    );
+    let out = saferun(with(
+        &["--leftovers", "fail", "--linger", "0.1", "--names", "a,b"],
+        scripts(&[&a, "sleep 1.5"]),
+    ))
+    .run();
+    let orphan = read_pids(&pids)[0];
+    cleanup(&[orphan]);
+    out.assert_code(122);
+    let text = out.stderr_text();
+    assert!(
+        text.contains(&format!("[a] pid {orphan} (sleep 300) outlived")),
+        "{out}"
+    );
+    assert!(
+        !text.contains(&format!("[b] pid {orphan}")),
+        "not b's\n{out}"
+    );
+    assert!(
+        out.saferun_lines()
+            .iter()
+            .any(|l| l.contains(" b ") && l.ends_with("exited 0")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_signal_stopping_the_until_job_leaves_the_first_failure_deciding() {
+    let dir = temp_dir();
+    let ready = dir.path().join("ready");
+    let running = saferun(with(
+        &["--until", "a", "--names", "a,b"],
+        scripts(&[&format!("echo > {}; sleep 30", ready.display()), "exit 3"]),
+    ))
+    .start();
+    assert!(eventually(Duration::from_secs(10), || ready.exists()));
+    std::thread::sleep(Duration::from_millis(200));
+    running.signal(libc::SIGINT);
+    running.wait().assert_code(3);
+}
+
+#[test]
+fn timestamps_share_one_clock() {
+    let out = saferun(with(
+        &["--timestamps", "-j", "1", "--names", "x,y"],
+        scripts(&["sleep 0.5; echo x1", "sleep 0.2; echo y1"]),
+    ))
+    .run();
+    out.assert_code(0);
+    let stamps = stamps_of(&out.stdout_text());
+    assert!(
+        stamps[1] > stamps[0] + 0.1,
+        "y's line came after x's\n{out}"
+    );
+}
+
+fn stamps_of(text: &str) -> Vec<f64> {
+    text.lines()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn every_piece_of_an_overlong_line_is_labelled() {
+    let out = saferun(with(
+        &["--names", "a,b"],
+        scripts(&[
+            "head -c 200000 /dev/zero | tr '\\0' A; sleep 0.5; echo Z",
+            "sleep 0.2; echo b-line",
+        ]),
+    ))
+    .run();
+    out.assert_code(0);
+    let text = out.stdout_text();
+    for line in text.lines() {
+        assert!(
+            line.starts_with("[a] ") || line.starts_with("[b] "),
+            "{:.60}",
+            line
+        );
+    }
+    let a: usize = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("[a] "))
+        .map(|l| l.matches('A').count())
+        .sum();
+    assert_eq!(a, 200000);
+}
+
+#[test]
+fn many_jobs_at_once_under_a_low_open_file_limit() {
+    let mut args = String::new();
+    for n in 0..200 {
+        if n > 0 {
+            args.push_str(" ::: ");
+        }
+        args.push_str("sh -c 'sleep 1; ulimit -n'");
+    }
+    let out = saferun([
+        "sh",
+        "-c",
+        &format!("ulimit -Sn 256; exec {} -- {args}", util::BIN),
+    ])
+    .watchdog(Duration::from_secs(120))
+    .run();
+    out.assert_code(0);
+    let limits: Vec<String> = out
+        .stdout_text()
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(limits.len(), 200, "{out}");
+    assert!(
+        limits.iter().all(|l| l == "256"),
+        "the commands get the old limit back"
+    );
+}

@@ -180,7 +180,7 @@ impl JobOutcome {
     /// it was not stopped by the batch or by a signal to the process (those never count
     /// as failures).
     pub fn failed(&self) -> bool {
-        self.end.failed()
+        self.end.failed() && !matches!(self.stopped_by, Some(StopCause::Signal(_)))
     }
 
     /// How it ended, in a few words (`exited 1`, `stopped (--fail-fast: lint failed)`,
@@ -507,6 +507,10 @@ struct Run {
     first_failure: Option<usize>,
     /// The job `until` names ended by itself.
     until_ended: bool,
+    /// The job that keeps the process's stdin (and the terminal).
+    stdin_to: Option<usize>,
+    /// The open-file limit the process had, when the batch raised it for itself.
+    nofile_soft: Option<u64>,
     start: Instant,
     end: Option<Instant>,
     colors: [bool; 2],
@@ -558,6 +562,8 @@ impl Run {
             stopping: None,
             first_failure: None,
             until_ended: false,
+            stdin_to,
+            nofile_soft: raise_open_file_limit(batch.parallel.unwrap_or(count)),
             start,
             end: None,
             colors,
@@ -624,6 +630,9 @@ impl Run {
         let name = &self.names[at];
         let config = command.config_mut();
         config.seat = Some(self.console.seat(at, name));
+        // One clock for every job's --timestamps: lines of different jobs compare.
+        config.clock_start = Some(self.start);
+        config.nofile_soft = self.nofile_soft;
         for (stream, colored) in [
             (&mut config.stdout, self.colors[0]),
             (&mut config.stderr, self.colors[1]),
@@ -706,17 +715,53 @@ impl Run {
         {
             // Every job got the signal from the host already: just start no more.
             self.stopping = Some(StopCause::Signal(signal));
+            for (at, slot) in self.slots.iter().enumerate() {
+                if matches!(slot, Slot::Running(_)) {
+                    self.stopped_by[at].get_or_insert(StopCause::Signal(signal));
+                }
+            }
         }
     }
 
     /// Job `at` just ended: what that means for the others.
     fn ended(&mut self, at: usize) {
-        let failed = matches!(&self.slots[at], Slot::Done(end) if end.failed());
+        let Slot::Done(end) = &self.slots[at] else {
+            return;
+        };
+        let ending = match end {
+            JobEnd::Ran(outcome) => Some(outcome.ending().clone()),
+            _ => None,
+        };
+        // Asked to stop, but it had ended on its own already: it was not stopped.
+        let was_stopped = matches!(
+            ending,
+            Some(Ending::Stopped { .. } | Ending::Cancelled { .. })
+        );
+        if !was_stopped
+            && matches!(
+                self.stopped_by[at],
+                Some(StopCause::FailFast { .. } | StopCause::Until { .. })
+            )
+        {
+            self.stopped_by[at] = None;
+        }
+        // The job that holds the terminal got the keyboard's INT itself (the others,
+        // and saferun, did not): a Ctrl-C, as a shell reads it, not a failure.
+        if Some(at) == self.stdin_to
+            && self.stopping.is_none()
+            && matches!(ending, Some(Ending::Signaled(signal)) if signal == Signal::SIGINT as i32)
+        {
+            self.stopped_by[at] = Some(StopCause::Signal(Signal::SIGINT));
+            self.stop_all(StopCause::Signal(Signal::SIGINT));
+            return;
+        }
+        let failed = end.failed();
         let stopped = self.stopped_by[at].is_some();
         if failed && !stopped && self.first_failure.is_none() {
             self.first_failure = Some(at);
         }
-        if Some(at) == self.until && !stopped {
+        let cancelled = matches!(ending, Some(Ending::Cancelled { .. }));
+        if Some(at) == self.until && !stopped && !cancelled {
             self.until_ended = true;
             self.stop_all(StopCause::Until {
                 ended: self.names[at].clone(),
@@ -789,6 +834,21 @@ impl Run {
             duration: self.end.unwrap_or_else(Instant::now) - self.start,
         }
     }
+}
+
+/// Each running job holds a few descriptors (its pipes' read ends, a stop pipe, its
+/// own streams): the usual soft limit of 1024 would stop a batch at about 170 jobs at
+/// once. Raises the soft limit toward the hard one when `running` jobs need more, and
+/// returns the old soft limit, which the commands get back.
+fn raise_open_file_limit(running: usize) -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let wanted = (running as u64).saturating_mul(8).saturating_add(64);
+    if soft >= wanted {
+        return None;
+    }
+    let raised = wanted.max(soft.saturating_mul(2)).min(hard);
+    (raised > soft && setrlimit(Resource::RLIMIT_NOFILE, raised, hard).is_ok()).then_some(soft)
 }
 
 /// Foreground colours for the jobs' names, in turn: cyan, yellow, green, magenta,

@@ -52,8 +52,9 @@ pub(super) fn lines(outcome: &BatchOutcome) -> String {
         }
     }
     let mut text = format!(
-        "saferun: {} commands in {}: {}; exit status {}\n",
+        "saferun: {} command{} in {}: {}; exit status {}\n",
         jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" },
         seconds(outcome.duration()),
         counts.join(", "),
         outcome.code()

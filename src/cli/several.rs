@@ -118,19 +118,23 @@ fn commands(argv: &[OsString], options: &Options) -> Result<Vec<(String, Vec<OsS
     Ok(names.into_iter().zip(commands).collect())
 }
 
-/// Each command's first word, made unique: `make`, `make#2`.
+/// Each command's first word, made unique: `make`, `make#2`, never a name another
+/// command's first word already is.
 fn default_names(commands: &[Vec<OsString>]) -> Vec<String> {
+    let words: Vec<String> = commands
+        .iter()
+        .map(|command| command[0].to_string_lossy().into_owned())
+        .collect();
     let mut names: Vec<String> = Vec::with_capacity(commands.len());
-    for command in commands {
-        let word = command[0].to_string_lossy().into_owned();
-        let seen = names
-            .iter()
-            .filter(|name| name.split('#').next() == Some(word.as_str()))
-            .count();
-        names.push(match seen {
-            0 => word,
-            n => format!("{word}#{}", n + 1),
-        });
+    for word in &words {
+        let taken = |name: &str| names.iter().any(|n| n == name);
+        let mut name = word.clone();
+        let mut n = 1;
+        while taken(&name) || (n > 1 && words.contains(&name)) {
+            n += 1;
+            name = format!("{word}#{n}");
+        }
+        names.push(name);
     }
     names
 }
@@ -160,6 +164,15 @@ fn procfile(path: &PathBuf) -> Result<Vec<(String, Vec<OsString>)>, String> {
         let command = trimmed[colon + 1..].trim_ascii();
         if name.is_empty() || command.is_empty() {
             return Err(format!("{at}: expected \"NAME: COMMAND\""));
+        }
+        // As foreman reads a Procfile: a name is letters, digits, `_`, `-` and `.`.
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(format!(
+                "{at}: {name:?} is not a name (letters, digits, _ - . only)"
+            ));
         }
         let argv = vec![
             OsString::from("/bin/sh"),
@@ -233,6 +246,13 @@ mod tests {
         let names: Vec<_> = got.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["make", "make#2", "ls"]);
         assert_eq!(got[1].1, words("make b"));
+    }
+
+    #[test]
+    fn made_up_names_never_meet_given_words() {
+        let got = commands(&words("a ::: a ::: a#2"), &Options::default()).unwrap();
+        let names: Vec<_> = got.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["a", "a#3", "a#2"]);
     }
 
     #[test]

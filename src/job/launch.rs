@@ -294,6 +294,7 @@ impl Launch {
         let setup = Setup {
             own_group: !config.share_group,
             controlling_terminal: controlling_pty,
+            nofile_soft: config.nofile_soft,
             terminal: terminal.and_then(|t| t.clone_fd()),
             to_default: terminal
                 .map(|t| t.ignored_here().to_vec())
@@ -379,7 +380,7 @@ impl Launch {
                     file,
                     pid: pid.as_raw(),
                     command: &command_word,
-                    start,
+                    start: config.clock_start.unwrap_or(start),
                     notices: self.notices.clone(),
                     events: events_tx.clone(),
                 });

@@ -152,6 +152,27 @@ impl Job {
                 self.record.child = Some(*end);
             }
             // A keyboard stop of the command: saferun will stop itself next.
+            Event::Stopped(_) if self.has_terminal => {
+                if let Some(host) = &self.host {
+                    host.cont_watch().mark_stop();
+                }
+            }
+            // Stopped for wanting a terminal it does not hold: it would wait silently
+            // until a limit ends it.
+            Event::Stopped(signal)
+                if *signal == Signal::SIGTTIN as i32 || *signal == Signal::SIGTTOU as i32 =>
+            {
+                let hint = if self.notices.seat().is_some() {
+                    " (--stdin-to gives one command the terminal)"
+                } else {
+                    ""
+                };
+                self.notices.say(&format!(
+                    "the command was stopped by {}: it wants the terminal, which it does not \
+                     hold; it stays stopped until a limit or a signal ends it{hint}",
+                    crate::signal::describe(*signal)
+                ));
+            }
             Event::Stopped(_) => {
                 if let Some(host) = &self.host {
                     host.cont_watch().mark_stop();
