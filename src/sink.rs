@@ -203,8 +203,11 @@ impl Destination {
 /// that reads only after saferun has ended. Through saferun it could: shaped output
 /// (prefixes, timestamps) is larger than what the command wrote, and a write merges into
 /// a pipe's last page only when it fits there whole, so chunks of another size than
-/// the command's leave pages part empty. So a pipe that fills up is grown, doubling up
-/// to 1 MiB; and until it has grown past a plain pipe's 64 KiB (the per-user pipe quota
+/// the command's leave pages part empty. So a pipe that fills up is grown, doubling: up
+/// to what a busy stream's pipes grow to ([`crate::pipes::GROWN`]) for the command's own
+/// bytes (more would take more of the per-user quota than 16 busy runs may), up to
+/// 1 MiB for shaped lines (a prefix can make an empty line seven times its size); and
+/// until it has grown past a plain pipe's 64 KiB (the per-user pipe quota
 /// may forbid it), plain bytes are written page by page: first what fills the last
 /// page exactly, then the rest (one more write for each page boundary crossed).
 struct PipeRoom {
@@ -218,7 +221,8 @@ struct PipeRoom {
 
 const PAGE: usize = 4096;
 const PLAIN_PIPE: usize = 64 * 1024;
-const MOST_GROWN: usize = 1 << 20;
+/// The most a pipe of shaped lines grows to.
+const MOST_GROWN_SHAPED: usize = 1 << 20;
 
 impl PipeRoom {
     fn of(out: &File) -> Option<PipeRoom> {
@@ -238,7 +242,12 @@ impl PipeRoom {
             self.tail = Some(0);
         }
         while !self.grown_out && queued + bytes.len() > self.capacity / 2 {
-            let wanted = (self.capacity * 2).min(MOST_GROWN);
+            let most = if self.packing {
+                crate::pipes::GROWN
+            } else {
+                MOST_GROWN_SHAPED
+            };
+            let wanted = (self.capacity * 2).min(most);
             match crate::pipes::grow_to(&*out, wanted) {
                 Some(grown) if grown > self.capacity => self.capacity = grown,
                 _ => self.grown_out = true,
