@@ -795,10 +795,12 @@ impl Options {
                     && self.timestamps.is_none()
                     && self.max_output.is_none()
                     && !self.quiet_unless_fail
-                    && !inherited.stdout_closed
-                    && !self.several.wanted(&self.argv);
-                let terminal = nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
-                if plain && terminal {
+                    && !inherited.stdout_closed;
+                // Several commands never get one by default: their lines are labelled.
+                if plain
+                    && nix::unistd::isatty(std::io::stdout()).unwrap_or(false)
+                    && !self.several.wanted(&self.argv)
+                {
                     Pty::IfAvailable
                 } else {
                     Pty::Never

@@ -367,11 +367,12 @@ impl Batch {
         if self.jobs.is_empty() {
             return refuse("no command to run".into());
         }
+        let mut seen = std::collections::HashSet::with_capacity(self.jobs.len());
         for (at, (name, _)) in self.jobs.iter().enumerate() {
             if name.is_empty() {
                 return refuse(format!("command {} has an empty name", at + 1));
             }
-            if self.jobs[..at].iter().any(|(other, _)| other == name) {
+            if !seen.insert(name.as_str()) {
                 return refuse(format!("two commands are named {name:?}"));
             }
         }

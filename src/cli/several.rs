@@ -121,19 +121,29 @@ fn commands(argv: &[OsString], options: &Options) -> Result<Vec<(String, Vec<OsS
 /// Each command's first word, made unique: `make`, `make#2`, never a name another
 /// command's first word already is.
 fn default_names(commands: &[Vec<OsString>]) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
     let words: Vec<String> = commands
         .iter()
         .map(|command| command[0].to_string_lossy().into_owned())
         .collect();
-    let mut names: Vec<String> = Vec::with_capacity(commands.len());
+    let given: HashSet<&str> = words.iter().map(String::as_str).collect();
+    let mut used: HashSet<String> = HashSet::with_capacity(words.len());
+    // The next number to try for each word: a thousand `true`s take linear time.
+    let mut next: HashMap<&str, usize> = HashMap::new();
+    let mut names = Vec::with_capacity(words.len());
     for word in &words {
-        let taken = |name: &str| names.iter().any(|n| n == name);
         let mut name = word.clone();
-        let mut n = 1;
-        while taken(&name) || (n > 1 && words.contains(&name)) {
-            n += 1;
-            name = format!("{word}#{n}");
+        if used.contains(&name) {
+            let n = next.entry(word.as_str()).or_insert(2);
+            loop {
+                name = format!("{word}#{n}");
+                *n += 1;
+                if !used.contains(&name) && !given.contains(name.as_str()) {
+                    break;
+                }
+            }
         }
+        used.insert(name.clone());
         names.push(name);
     }
     names
