@@ -155,16 +155,12 @@ def small(work):
                f"direct pipe {direct} bytes, through saferun {through} bytes")
 
 
-def quota(work):
-    """Pipe memory of 16 saferuns, each streaming both outputs at once, as an
-    unprivileged user: how much of the user's pipe quota they take, found by what is
-    left of it (pipes grown 1 MiB at a time until the kernel refuses)."""
-    user = "nobody"
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        record("pipe memory of 16 busy runs", "skipped", "<= 25%", "needs root and setpriv")
-        return
-    soft = int(open("/proc/sys/fs/pipe-user-pages-soft").read()) * 4096
-    as_user = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups"]
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def pipe_quota_free():
+    """What is left of the unprivileged user's pipe quota: pipes grown 1 MiB at a time
+    until the kernel refuses."""
     probe = ("import fcntl, os\n"
              "held, total = [], 0\n"
              "while True:\n"
@@ -174,10 +170,21 @@ def quota(work):
              "    except OSError:\n"
              "        break\n"
              "print(total)\n")
-    def free():
-        out = subprocess.run(as_user + ["python3", "-c", probe], capture_output=True,
-                             text=True, env=ENV, check=True)
-        return int(out.stdout)
+    out = subprocess.run(AS_NOBODY + ["python3", "-c", probe], capture_output=True,
+                         text=True, env=ENV, check=True)
+    return int(out.stdout)
+
+
+def quota(work):
+    """Pipe memory of 16 saferuns, each streaming both outputs at once, as an
+    unprivileged user: how much of the user's pipe quota they take, found by what is
+    left of it (pipes grown 1 MiB at a time until the kernel refuses)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        record("pipe memory of 16 busy runs", "skipped", "<= 25%", "needs root and setpriv")
+        return
+    soft = int(open("/proc/sys/fs/pipe-user-pages-soft").read()) * 4096
+    as_user = AS_NOBODY
+    free = pipe_quota_free
     before = free()
     runs = []
     big = 64 * 2**30
@@ -344,21 +351,9 @@ def several(work):
            f"{(rss - small_rss) / 90:.0f} KiB per job; descriptors {small_fds} -> {fds}, "
            f"threads {small_threads} -> {threads}")
     if os.geteuid() == 0 and shutil.which("setpriv"):
-        as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        as_user = AS_NOBODY
         soft = int(open("/proc/sys/fs/pipe-user-pages-soft").read()) * 4096
-        probe = ("import fcntl, os\n"
-                 "held, total = [], 0\n"
-                 "while True:\n"
-                 "    r, w = os.pipe(); held += [r, w]\n"
-                 "    try:\n"
-                 "        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20); total += 1 << 20\n"
-                 "    except OSError:\n"
-                 "        break\n"
-                 "print(total)\n")
-        def free():
-            out = subprocess.run(as_user + ["python3", "-c", probe], capture_output=True,
-                                 text=True, env=ENV, check=True)
-            return int(out.stdout)
+        free = pipe_quota_free
         before = free()
         sleep_args = []
         for i in range(100):

@@ -37,20 +37,12 @@ fn the_man_page_renders() {
     if !tool("man") {
         return;
     }
-    let out = Command::new("man")
-        .arg("-l")
+    let mut man = Command::new("man");
+    man.arg("-l")
         .arg(&page)
         .env("MANPAGER", "cat")
-        .env("MANWIDTH", "100")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+        .env("MANWIDTH", "100");
+    let text = printed(man);
     for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "VERSION"] {
         assert!(text.contains(section), "{section} missing:\n{text}");
     }
@@ -91,17 +83,20 @@ fn bash_loads_the_completion_and_completes_options() {
          COMP_WORDS=(saferun --fail); COMP_CWORD=1; _saferun saferun --fail saferun; \
          printf '%s\\n' \"${{COMPREPLY[@]}}\""
     );
-    let out = Command::new("bash")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut bash = Command::new("bash");
+    bash.args(["-c", &script]);
+    assert_eq!(printed(bash), "--fail-fast\n");
+}
+
+/// What a tool prints on stdout; it must succeed.
+fn printed(mut command: Command) -> String {
+    let out = command.stdin(Stdio::null()).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "--fail-fast\n");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

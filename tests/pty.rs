@@ -5,7 +5,7 @@ mod util;
 
 use std::time::Duration;
 
-use util::saferun;
+use util::{saferun, stamps};
 
 /// A Python child that writes a line every 300 ms and ends with a partial line. Python
 /// block-buffers a pipe unless told otherwise: this machine's environment sets
@@ -13,13 +13,6 @@ use util::saferun;
 const BUFFERED: &str = "import sys, time\n\
 for i in range(3):\n    print('line', i)\n    print('err', i, file=sys.stderr)\n    time.sleep(0.3)\n\
 print('tail without newline', end='')\n";
-
-/// The elapsed stamps of each stdout line: when saferun saw it.
-fn stamps(text: &str) -> Vec<f64> {
-    text.lines()
-        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
-        .collect()
-}
 
 #[test]
 fn a_block_buffered_python_is_seen_line_by_line() {
@@ -185,13 +178,7 @@ fn in_a_terminal_the_command_gets_one_by_default_and_keeps_the_callers() {
          [ \"$(tty </dev/tty)\" != \"$(readlink /proc/$$/fd/1)\" ] && echo tty-is-the-callers'",
         util::BIN
     );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    assert!(out.status.success(), "{text}");
+    let text = in_a_terminal(&inner);
     for line in ["stdout-tty", "same-session", "tty-is-the-callers"] {
         assert!(text.contains(line), "{line}:\n{text}");
     }
@@ -200,10 +187,17 @@ fn in_a_terminal_the_command_gets_one_by_default_and_keeps_the_callers() {
         "{} --prefix 'p: ' -- sh -c '[ -t 1 ] || echo pipe'",
         util::BIN
     );
+    assert!(in_a_terminal(&inner).contains("p: pipe"));
+}
+
+/// What a shell command line prints when run by script(1), on a terminal of its own.
+fn in_a_terminal(command: &str) -> String {
     let out = std::process::Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
+        .args(["-qec", command, "/dev/null"])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("p: pipe"));
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(out.status.success(), "{text}");
+    text
 }

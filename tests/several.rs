@@ -656,17 +656,11 @@ fn timestamps_share_one_clock() {
     ))
     .run();
     out.assert_code(0);
-    let stamps = stamps_of(&out.stdout_text());
+    let stamps = util::stamps(&out.stdout_text());
     assert!(
         stamps[1] > stamps[0] + 0.1,
         "y's line came after x's\n{out}"
     );
-}
-
-fn stamps_of(text: &str) -> Vec<f64> {
-    text.lines()
-        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
-        .collect()
 }
 
 #[test]

@@ -274,6 +274,13 @@ impl fmt::Display for Output {
     }
 }
 
+/// The `--timestamps` elapsed stamp of each line: when saferun saw it.
+pub fn stamps(text: &str) -> Vec<f64> {
+    text.lines()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
 /// A fresh temporary directory, removed at the end of the test.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
