@@ -9,7 +9,6 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::event::Stream;
-use crate::sink::{Sink, SinkError};
 use crate::stdio::{own_stream, own_streams_are_one_file, write_all_waiting};
 
 /// The shared console of a batch.
@@ -195,31 +194,6 @@ impl Seat {
         write: impl FnOnce(&mut File) -> io::Result<Vec<u8>>,
     ) -> io::Result<()> {
         self.console.write_with(self.seat, stream, write)
-    }
-
-    /// A sink for one of the job's streams passing through.
-    pub(crate) fn sink(&self, stream: Stream) -> SeatSink {
-        SeatSink {
-            seat: self.clone(),
-            stream,
-        }
-    }
-}
-
-/// One stream of a job, passing through to the console.
-pub(crate) struct SeatSink {
-    seat: Seat,
-    stream: Stream,
-}
-
-impl Sink for SeatSink {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.seat
-            .write(self.stream, bytes)
-            .map_err(|error| SinkError::Failed {
-                what: format!("saferun's {}", self.stream.name()),
-                error,
-            })
     }
 }
 

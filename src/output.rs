@@ -14,7 +14,7 @@ use crate::event::{Event, Stream};
 use crate::notices::Notices;
 use crate::sink::{
     Cap, CapStats, Capture, Destination, Discard, Excerpt, ExcerptBytes, Fanout, Held, HeldOutput,
-    Hold, LineCalls, Lines, Sink,
+    Hold, LineCalls, Lines, Sink, ToSeat,
 };
 use crate::stdio::{own_stream, own_streams_are_one_file};
 
@@ -89,7 +89,7 @@ pub(crate) fn build(setup: StreamSetup<'_>) -> Built {
             held = Some((config.hold, output.clone()));
             sinks.push(Box::new(Hold::new(output)));
         } else if let Some(seat) = setup.notices.seat() {
-            sinks.push(Box::new(seat.sink(setup.stream)));
+            sinks.push(Box::new(ToSeat::new(seat.clone(), setup.stream)));
         } else {
             // saferun's notices go to its stderr: that stream, or stdout when it is the
             // same file (a terminal, `2>&1`), must tell how its last line ended.

@@ -305,6 +305,29 @@ impl Sink for Destination {
     }
 }
 
+/// One stream of a batch's job, passing through to the batch's shared console.
+pub struct ToSeat {
+    seat: crate::console::Seat,
+    stream: Stream,
+}
+
+impl ToSeat {
+    pub fn new(seat: crate::console::Seat, stream: Stream) -> ToSeat {
+        ToSeat { seat, stream }
+    }
+}
+
+impl Sink for ToSeat {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.seat
+            .write(self.stream, bytes)
+            .map_err(|error| SinkError::Failed {
+                what: format!("saferun's {}", self.stream.name()),
+                error,
+            })
+    }
+}
+
 /// The same bytes to several destinations (`--tee`). One whose reader left is dropped;
 /// the stream counts as gone only when every destination is.
 pub struct Fanout {
