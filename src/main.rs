@@ -58,7 +58,10 @@ fn start(args: Vec<OsString>, inherited: Inherited) -> ! {
         }
     };
     let ci = ci::Ci::detect(&parsed.ci);
+    // Only CI markers and JUnit need the runs told as test cases.
+    let reporting = ci != ci::Ci::None || parsed.junit.is_some();
     let (title, suite) = match &parsed.run {
+        _ if !reporting => (String::new(), String::new()),
         cli::Run::One(command) => {
             let line = cases::command_line(command.argv());
             (line.clone(), line)
@@ -71,13 +74,19 @@ fn start(args: Vec<OsString>, inherited: Inherited) -> ! {
     let group = ci::begin(ci, &title);
     let finished = match parsed.run {
         cli::Run::One(mut command) => command.host(&host).run().map(|outcome| {
-            let cases = vec![cases::of_one(command.argv(), &outcome)];
+            let cases = match reporting {
+                true => vec![cases::of_one(command.argv(), &outcome)],
+                false => Vec::new(),
+            };
             (cases, Finished::One(outcome))
         }),
-        cli::Run::Several(mut batch) => batch
-            .host(&host)
-            .run()
-            .map(|outcome| (cases::of_batch(&outcome), Finished::Several(outcome))),
+        cli::Run::Several(mut batch) => batch.host(&host).run().map(|outcome| {
+            let cases = match reporting {
+                true => cases::of_batch(&outcome),
+                false => Vec::new(),
+            };
+            (cases, Finished::Several(outcome))
+        }),
     };
     let (cases, finished) = match finished {
         Ok(finished) => finished,
