@@ -93,17 +93,12 @@ pub fn apply(mut limits: Limits, outer: Option<SystemTime>, now: SystemTime) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::signal::Signal;
 
     fn limits(timeout: Option<u64>) -> Limits {
+        // The defaults: TERM, 5s grace, 1s linger.
         Limits {
             timeout: timeout.map(Duration::from_secs),
-            timeout_is_total: false,
-            idle_timeout: None,
-            signal: Signal::SIGTERM,
-            kill_after: Some(Duration::from_secs(5)),
-            preserve_status: false,
-            linger: Duration::from_secs(1),
+            ..Limits::default()
         }
     }
 

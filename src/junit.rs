@@ -23,16 +23,11 @@ impl Junit {
     pub fn open(path: PathBuf) -> Result<Junit, String> {
         match File::create(&path) {
             Ok(file) => Ok(Junit { file, path }),
-            Err(error) => Err(format!(
-                "cannot write the --junit file '{}': {}",
-                path.display(),
-                saferun::Error::Io {
-                    what: String::new(),
-                    source: error
-                }
-                .to_string()
-                .trim_start_matches(": ")
-            )),
+            Err(source) => Err(saferun::Error::Io {
+                what: format!("cannot write the --junit file '{}'", path.display()),
+                source,
+            }
+            .to_string()),
         }
     }
 

@@ -629,14 +629,10 @@ mod tests {
     use crate::event::{ChildEnd, Stream, StreamEnd};
 
     fn limits() -> Limits {
+        // The defaults (TERM, 5s grace, 1s linger) with a 10s timeout.
         Limits {
             timeout: Some(Duration::from_secs(10)),
-            timeout_is_total: false,
-            idle_timeout: None,
-            signal: Signal::SIGTERM,
-            kill_after: Some(Duration::from_secs(5)),
-            preserve_status: false,
-            linger: Duration::from_secs(1),
+            ..Limits::default()
         }
     }
 

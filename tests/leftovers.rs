@@ -208,18 +208,7 @@ fn children_saferun_had_before_the_run_are_not_the_commands() {
             pid_file.display(),
             util::BIN
         );
-        let child = std::process::Command::new("bash")
-            .args(["-c", &script])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = util::wait_bounded(child, Duration::from_secs(30)).expect("finished");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let pids = read_pids(&pid_file);
-        let survived = pids.iter().all(|p| alive(*p));
-        cleanup(&pids);
+        let (code, stderr, _, survived) = after_the_shell(&script, &pid_file);
         assert!(
             survived,
             "{flags}: the earlier child must be left alone\n{stderr}"
@@ -229,7 +218,7 @@ fn children_saferun_had_before_the_run_are_not_the_commands() {
             "{flags}: not a leftover\n{stderr}"
         );
         let want = if flags.starts_with("-t 0.3") { 124 } else { 0 };
-        assert_eq!(out.status.code(), Some(want), "{flags}\n{stderr}");
+        assert_eq!(code, Some(want), "{flags}\n{stderr}");
     }
 }
 
@@ -245,20 +234,31 @@ fn an_orphan_of_a_child_saferun_had_before_is_not_the_commands() {
         pid_file.display(),
         util::BIN
     );
-    let child = std::process::Command::new("sh")
-        .args(["-c", &script])
+    let (code, stderr, pids, survived) = after_the_shell(&script, &pid_file);
+    assert_eq!(code, Some(124), "{stderr}");
+    assert_eq!(pids.len(), 1, "{stderr}");
+    assert!(survived, "{stderr}");
+    assert!(!stderr.contains("left the process group"), "{stderr}");
+}
+
+/// Runs `script` (a shell that leaves a child behind and then execs saferun), and
+/// returns saferun's status, its stderr, the pids the script wrote to `pid_file`, and
+/// whether they all still live (they are killed before this returns).
+fn after_the_shell(
+    script: &str,
+    pid_file: &std::path::Path,
+) -> (Option<i32>, String, Vec<i32>, bool) {
+    let child = std::process::Command::new("bash")
+        .args(["-c", script])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let out = util::wait_bounded(child, Duration::from_secs(30)).expect("finished");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let pids = read_pids(&pid_file);
+    let pids = read_pids(pid_file);
     let survived = pids.iter().all(|p| alive(*p));
     cleanup(&pids);
-    assert_eq!(out.status.code(), Some(124), "{stderr}");
-    assert_eq!(pids.len(), 1, "{stderr}");
-    assert!(survived, "{stderr}");
-    assert!(!stderr.contains("left the process group"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, pids, survived)
 }
