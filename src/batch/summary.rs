@@ -93,10 +93,12 @@ pub(super) fn how_it_ended(job: &JobOutcome) -> String {
         JobEnd::NotRun(error) => return format!("could not start: {error}"),
         JobEnd::Ran(outcome) => outcome,
     };
-    let mut words = outcome.describe();
-    if matches!(outcome.ending(), Ending::Stopped { .. }) {
-        words = words.replacen("stopped", &format!("stopped{because}"), 1);
-    }
+    let mut words = match outcome.ending() {
+        Ending::Stopped { killed } => {
+            format!("stopped{because}{}", if *killed { ", killed" } else { "" })
+        }
+        _ => outcome.describe(),
+    };
     let leftovers = outcome.leftovers().len();
     let mut holders: Vec<u32> = outcome.pipe_holders().iter().map(|p| p.pid).collect();
     holders.sort_unstable();
